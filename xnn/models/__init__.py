@@ -1,0 +1,13 @@
+"""Model zoo. Importing this package registers every model.
+
+    >>> import xnn.models
+    >>> model = xnn.models.build("resnet20", num_classes=10)
+"""
+
+from xnn.models.registry import MODELS, ModelInfo, build, info, names, register
+
+# Families register themselves on import.
+from xnn.models import serial as _serial  # noqa: F401
+from xnn.models import residual as _residual  # noqa: F401
+
+__all__ = ["MODELS", "ModelInfo", "build", "info", "names", "register"]

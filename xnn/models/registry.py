@@ -1,0 +1,72 @@
+"""The model registry: `build(name, **kwargs)` returns a Flax linen module.
+
+Every registered factory returns an `nn.Module` whose `__call__(x, train=False)`
+maps a batch (NHWC images, or (N, T, F) sequences) to logits. Conventions shared
+by every model:
+
+* `num_classes`: size of the classifier output.
+* `dtype`: compute dtype (parameters stay float32; `param_dtype` where exposed).
+* BatchNorm running statistics live in the `batch_stats` collection; dropout
+  draws from the `dropout` rng stream; both are active only when `train=True`.
+* Intermediate feature maps are sown into the `intermediates` collection by
+  stage name (`self.sow("intermediates", "stage1", x)`), so
+  `model.apply(v, x, mutable=["intermediates"])` returns them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+
+from xnn.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+  """What the registry knows about a model before building it."""
+  name: str
+  family: str              # serial | parallel | dense | residual | recurrent | attention
+  input_shape: tuple[int, ...]   # default input, without batch: (H, W, C) or (T, F)
+  num_classes: int         # default number of classes (1000 ImageNet, 10 CIFAR/digits)
+  factory: Callable[..., nn.Module]
+  description: str = ""
+
+
+MODELS: Registry[ModelInfo] = Registry("model")
+
+
+def register(name: str, *, family: str, input_shape: tuple[int, ...],
+             num_classes: int = 1000, description: str = "",
+             **preset: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+  """Decorator registering `factory(**kwargs) -> nn.Module` under `name`.
+
+  `preset` keyword arguments are bound into the factory, so one module class can
+  be registered under several names (resnet18, resnet34, ...).
+  """
+
+  def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    def bound(**kwargs: Any) -> nn.Module:
+      kw = {"num_classes": num_classes, **preset, **kwargs}
+      return factory(**kw)
+
+    bound.__doc__ = factory.__doc__
+    MODELS.add(name, ModelInfo(name, family, tuple(input_shape), num_classes,
+                               bound, description or (factory.__doc__ or "").strip().split("\n")[0]))
+    return factory
+
+  return deco
+
+
+def build(name: str, **kwargs: Any) -> nn.Module:
+  """Builds the registered model `name`; unknown names list what is available."""
+  return MODELS.get(name).factory(**kwargs)
+
+
+def info(name: str) -> ModelInfo:
+  return MODELS.get(name)
+
+
+def names(family: str | None = None) -> list[str]:
+  return MODELS.names(None if family is None else (lambda m: m.family == family))
