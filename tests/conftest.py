@@ -1,0 +1,41 @@
+"""Test-suite set-up: a private TFDS data dir, quiet TFDS, single CPU device.
+
+Multi-device tests run in a subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (the flag must be set
+before JAX starts, so it cannot be flipped inside this process).
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="xnn_tfds_"))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_python(code: str, devices: int = 1, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+  """Runs ``code`` in a fresh interpreter with ``devices`` simulated CPU devices."""
+  full_env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
+  proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                        env=full_env, cwd=REPO)
+  if proc.returncode != 0:
+    raise AssertionError(f"subprocess failed ({proc.returncode}):\nSTDOUT:\n{proc.stdout[-4000:]}\n"
+                         f"STDERR:\n{proc.stderr[-6000:]}")
+  return proc
+
+
+@pytest.fixture
+def tiny_config():
+  """The default config, shrunk to a few seconds of training."""
+  from xnn.configs.default import get_config
+  c = get_config()
+  c.train.num_epochs = 2
+  c.train.batch_size = 64
+  c.train.progress_bar = False
+  c.train.log_every_steps = 5
+  return c

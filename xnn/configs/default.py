@@ -1,0 +1,76 @@
+"""The embedded default: LeNet-5 on the bundled UCI digits, 2-core CPU friendly.
+
+Command:   xnn train                      (same as: xnn train --config xnn/configs/default.py)
+Runtime:   about 30-60 s on a 2-core CPU, compilation included.
+Expected:  test accuracy >= 97% (README results table has the measured figure).
+
+Every other config starts from this one (``get_config()``) and changes fields;
+the field set here is the schema: an unknown key or a value of the wrong type
+is an error before anything is compiled.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "lenet5"
+  c.model.num_classes = 0          # 0: the dataset's number of classes
+  c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 (params stay float32)
+  c.model.kwargs = ""              # extra factory arguments, e.g. "shortcut='B', head='pixel'"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"
+  c.data.data_dir = ""             # "": TFDS default ($TFDS_DATA_DIR or ~/tensorflow_datasets)
+  c.data.manual_dir = ""           # original archives for offline preparation
+  c.data.root = ""                 # image_folder: folder with train/<class>/* and test/<class>/*
+  c.data.train_split = "train"
+  c.data.test_split = "test"
+  c.data.image_size = 32           # 0: native size; else bilinear resize to image_size^2
+  c.data.channels = 3              # 0: native; 3: replicate grey images (LeNet-5 of 003_* is 32x32x3)
+  c.data.augment = "none"          # none | pad_crop_flip | random_crop
+  c.data.pad = 4                   # pad_crop_flip padding
+  c.data.flip = True               # horizontal flip in pad_crop_flip / random_crop
+  c.data.crop_size = 0             # random_crop (train) / centre crop (test) size
+  c.data.normalize = "per_channel" # per_channel | none
+  c.data.worker_count = 0          # grain worker processes (0: in the main process)
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64          # global batch, split over every device of every host
+  c.train.num_epochs = 20
+  c.train.num_steps = 0            # >0 overrides num_epochs (iteration-based recipes)
+  c.train.eval_batch_size = 256
+  c.train.eval_every_epochs = 1
+  c.train.log_every_steps = 10
+  c.train.checkpoint_every_steps = 0   # 0: at every eval
+  c.train.keep_checkpoints = 3
+  c.train.bn_stats = "global"      # global | per_device | groups (see docs in xnn/train/step.py)
+  c.train.bn_group_size = 0        # examples per BN group when bn_stats == "groups"
+  c.train.label_smoothing = 0.0
+  c.train.progress_bar = True
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"        # sgd | adam | adamw
+  c.optimizer.learning_rate = 2e-3 # peak learning rate
+  c.optimizer.momentum = 0.9       # sgd
+  c.optimizer.nesterov = False     # sgd
+  c.optimizer.b1 = 0.9             # adam/adamw
+  c.optimizer.b2 = 0.999
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.0   # sgd/adam: L2 added to the gradient; adamw: decoupled
+  c.optimizer.grad_clip_norm = 0.0 # 0: off
+
+  c.schedule = ml_collections.ConfigDict()
+  c.schedule.name = "warmup_cosine"  # constant | piecewise | warmup_cosine
+  c.schedule.unit = "step"           # step | epoch: epoch holds the rate for a whole epoch
+  c.schedule.warmup = 2.0            # warmup length, in epochs
+  c.schedule.init_value = 1e-5       # warmup start
+  c.schedule.end_value = 1e-5        # cosine end
+  c.schedule.cosine = "half"         # half: optax/SGDR (1+cos)/2; quarter: cos over [0, pi/2]
+  c.schedule.boundaries = ""         # piecewise: comma-separated steps, e.g. "32000,48000"
+  c.schedule.scale = 0.1             # piecewise: multiply the rate at each boundary
+  return c

@@ -1,0 +1,130 @@
+"""Train state, the data-parallel train step and the eval step.
+
+Data parallelism is written with ``jax.jit`` over a one-axis ``Mesh``
+(``data``): the global batch is sharded along it, the state is replicated, and
+XLA inserts the gradient all-reduce (the semantics of ``pmap`` + ``pmean``).
+
+BatchNorm statistics (``config.train.bn_stats``):
+
+* ``global`` (default): mean and variance over the whole global batch, on any
+  number of devices -- synchronised BN. Results do not depend on the device
+  count: 8 devices give the single-device numbers (up to float reduction order).
+* ``per_device``: statistics over each device's share of the batch, as ``pmap``
+  computed them (and as the ResNet paper's 2-GPU runs did: 64 images each).
+  Different device counts then train differently.
+* ``groups``: statistics over consecutive groups of ``bn_group_size`` examples
+  ("ghost" batches), independent of the device count -- e.g. 64 to reproduce
+  the paper's BN on one device.
+
+Grouped statistics are computed by ``vmap``-ping the model over the groups
+(batch reshaped to (G, B/G, ...)); the running averages of the groups are then
+averaged, as pmap-based trainers average them across replicas.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any = None
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       example_inputs: tuple[jax.Array, ...]) -> TrainState:
+  """Initialises parameters (float32) and optimiser state from example inputs."""
+  variables = model.init({"params": rng, "dropout": rng}, *example_inputs, train=False)
+  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                           batch_stats=variables.get("batch_stats"))
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array,
+                  label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Weighted sums of cross-entropy and of correct predictions, and the weight total."""
+  logits = logits.astype(jnp.float32)
+  if label_smoothing:
+    onehot = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, onehot)
+  else:
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  return jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)
+
+
+def _weights(batch: dict[str, jax.Array], label_key: str, mask_key: str | None) -> jax.Array:
+  w = jnp.ones(batch[label_key].shape, jnp.float32)
+  if mask_key and mask_key in batch:
+    w = w * batch[mask_key].astype(jnp.float32)
+  if "mask" in batch:      # eval padding: (N,) broadcast over any time axis
+    m = batch["mask"].astype(jnp.float32)
+    w = w * m.reshape(m.shape + (1,) * (w.ndim - m.ndim))
+  return w
+
+
+def make_train_step(model: nn.Module, *, input_keys: tuple[str, ...], label_key: str,
+                    mask_key: str | None, lr_fn: optax.Schedule, bn_groups: int = 1,
+                    label_smoothing: float = 0.0, group_sharding: Any = None) -> Callable:
+  """Returns ``train_step(state, batch, rng) -> (state, metrics)`` (to be jitted)."""
+
+  def forward(params, batch_stats, inputs, rng):
+    variables = {"params": params}
+    mutable = ["losses"]
+    if batch_stats is not None:
+      variables["batch_stats"] = batch_stats
+      mutable.append("batch_stats")
+    return model.apply(variables, *inputs, train=True, rngs={"dropout": rng}, mutable=mutable)
+
+  def loss_fn(params, state, batch, rng):
+    inputs = tuple(batch[k] for k in input_keys)
+    if bn_groups == 1:
+      logits, new_vars = forward(params, state.batch_stats, inputs, rng)
+    else:
+      def group(x):
+        g = x.reshape((bn_groups, x.shape[0] // bn_groups) + x.shape[1:])
+        return g if group_sharding is None else jax.lax.with_sharding_constraint(g, group_sharding)
+      grouped = tuple(group(x) for x in inputs)
+      rngs = jax.random.split(rng, bn_groups)
+      logits, new_vars = jax.vmap(lambda xs, r: forward(params, state.batch_stats, xs, r))(grouped, rngs)
+      logits = logits.reshape((-1,) + logits.shape[2:])
+      new_vars = jax.tree.map(lambda v: jnp.mean(v, axis=0), new_vars)
+    weights = _weights(batch, label_key, mask_key)
+    loss_sum, correct, total = cross_entropy(logits, batch[label_key], weights, label_smoothing)
+    loss = loss_sum / jnp.maximum(total, 1.0)
+    aux = sum((jnp.sum(v) for v in jax.tree.leaves(new_vars.get("losses", {}))), jnp.float32(0.0))
+    return loss + aux, (new_vars.get("batch_stats"), loss, correct / jnp.maximum(total, 1.0))
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array):
+    step_rng = jax.random.fold_in(rng, state.step)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    (_, (new_stats, loss, acc)), grads = grad_fn(state.params, state, batch, step_rng)
+    metrics = {"loss": loss, "accuracy": acc, "grad_norm": optax.global_norm(grads),
+               "learning_rate": lr_fn(state.step)}
+    new_state = state.apply_gradients(grads=grads)
+    if new_stats is not None:
+      new_state = new_state.replace(batch_stats=new_stats)
+    return new_state, metrics
+
+  return train_step
+
+
+def make_eval_step(model: nn.Module, *, input_keys: tuple[str, ...], label_key: str,
+                   mask_key: str | None) -> Callable:
+  """Returns ``eval_step(state, batch) -> sums`` of loss, correct and count (masked)."""
+
+  def eval_step(state: TrainState, batch: dict[str, jax.Array]):
+    variables = {"params": state.params}
+    if state.batch_stats is not None:
+      variables["batch_stats"] = state.batch_stats
+    logits = model.apply(variables, *(batch[k] for k in input_keys), train=False)
+    weights = _weights(batch, label_key, mask_key)
+    loss_sum, correct, total = cross_entropy(logits, batch[label_key], weights)
+    return {"loss_sum": loss_sum, "correct": correct, "count": total}
+
+  return eval_step

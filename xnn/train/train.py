@@ -1,0 +1,323 @@
+"""``train_and_evaluate(config, workdir)``: the whole training job, in stages.
+
+config -> workdir -> mesh -> input -> model -> state -> shard -> steps ->
+checkpoint (restore) -> loop (train, log, eval, checkpoint, preemption) -> final.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from xnn import models
+from xnn.data import pipeline
+from xnn.data.datasets import Dataset, load_dataset
+from xnn.train import checkpoint as ckpt
+from xnn.train import config as config_lib
+from xnn.train.metrics import MetricsWriter, atomic_write
+from xnn.train.schedules import create_learning_rate_fn, create_optimizer
+from xnn.train.step import create_train_state, make_eval_step, make_train_step
+
+
+class TrainingInterrupted(Exception):
+  """Raised after a SIGTERM/SIGINT once the checkpoint is written."""
+
+  def __init__(self, signum: int, step: int):
+    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; "
+                     "a checkpoint was saved and re-running the same command resumes")
+    self.signum, self.step = signum, step
+
+
+@dataclasses.dataclass
+class Result:
+  """What ``train_and_evaluate`` returns (also written to ``workdir/final.json``)."""
+  step: int
+  epoch: float
+  test_accuracy: float
+  test_loss: float
+  train_accuracy: float
+  wall_time_s: float
+  params: int
+  state: Any = None
+
+
+class _Preemption:
+  """Turns SIGTERM/SIGINT into a flag the loop checks at step boundaries."""
+
+  def __init__(self):
+    self.signum: int | None = None
+    self._old = {}
+
+  def __enter__(self):
+    for s in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[s] = signal.signal(s, self._handle)
+      except ValueError:   # not the main thread: leave signals alone
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".xnn_write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+
+
+def _mesh() -> Mesh:
+  return Mesh(np.array(jax.devices()), ("data",))
+
+
+def _bn_groups(cfg: ml_collections.ConfigDict, num_devices: int) -> int:
+  mode, batch = cfg.train.bn_stats, cfg.train.batch_size
+  if mode == "global":
+    return 1
+  if mode == "per_device":
+    return num_devices
+  if mode == "groups":
+    g = cfg.train.bn_group_size
+    if g <= 0 or batch % g:
+      raise ValueError(f"train.bn_group_size must divide train.batch_size={batch}, got {g}")
+    return batch // g
+  raise ValueError(f"train.bn_stats must be 'global', 'per_device' or 'groups', got {mode!r}")
+
+
+def _build_model(cfg: ml_collections.ConfigDict, ds: Dataset):
+  kwargs = config_lib.parse_kwargs(cfg.model.kwargs)
+  kwargs.setdefault("num_classes", cfg.model.num_classes or ds.num_classes)
+  if cfg.model.dtype not in ("float32", "bfloat16", "float16"):
+    raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+  kwargs.setdefault("dtype", jnp.dtype(cfg.model.dtype))
+  return models.build(cfg.model.name, **kwargs)
+
+
+def _check_input(model, name: str, example: tuple[np.ndarray, ...]) -> Any:
+  """Abstract init (no compute): a model that can't take the input fails here, clearly."""
+  try:
+    return jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
+                                             *(jnp.asarray(x) for x in example), train=False))
+  except Exception as e:  # noqa: BLE001 -- re-raised with the shapes named
+    expected = models.info(name).input_shape if name in models.MODELS else "?"
+    raise ValueError(
+        f"model {name!r} cannot take input of shape {tuple(example[0].shape[1:])} "
+        f"(its default input is {expected}); change data.image_size / data.crop_size / "
+        f"data.channels or the model. Underlying error: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+
+
+def _count(tree: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None) -> Result:
+  """Trains ``config.model`` on ``config.data`` (or ``dataset``), evaluating every epoch.
+
+  Resumes from the newest checkpoint in ``workdir``. Returns the final metrics.
+  """
+  t_start = time.time()
+  # --- config ---------------------------------------------------------------
+  cfg = config_lib.resolve(config)
+  if cfg.model.name not in models.MODELS:
+    models.MODELS.get(cfg.model.name)            # raises, listing the models
+  if dataset is None:
+    from xnn.data.datasets import DATASETS
+    DATASETS.get(cfg.data.name)                  # raises, listing the datasets
+  num_devices = jax.device_count()
+  batch = cfg.train.batch_size
+  if batch <= 0 or batch % num_devices:
+    raise ValueError(f"train.batch_size={batch} must be a positive multiple of the "
+                     f"{num_devices} devices ({jax.process_count()} host(s))")
+  bn_groups = _bn_groups(cfg, num_devices)
+  for key in ("learning_rate",):
+    if not cfg.optimizer[key] > 0:
+      raise ValueError(f"optimizer.{key} must be > 0, got {cfg.optimizer[key]}")
+
+  # --- workdir --------------------------------------------------------------
+  _check_workdir(workdir)
+  if jax.process_index() == 0:
+    atomic_write(os.path.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
+
+  # --- mesh -----------------------------------------------------------------
+  mesh = _mesh()
+  replicated = NamedSharding(mesh, P())
+  batch_sharding = NamedSharding(mesh, P("data"))
+
+  # --- input ----------------------------------------------------------------
+  ds = dataset if dataset is not None else load_dataset(cfg.data)
+  local_batch = batch // jax.process_count()
+  steps_per_epoch = len(ds.train) // batch
+  if steps_per_epoch == 0:
+    raise ValueError(f"train.batch_size={batch} is larger than the {len(ds.train)} training examples")
+  total_steps = cfg.train.num_steps or cfg.train.num_epochs * steps_per_epoch
+  train_loader = pipeline.train_loader(ds, cfg.data, local_batch, cfg.seed)
+  eval_local = max(num_devices, -(-cfg.train.eval_batch_size // num_devices) * num_devices) // jax.process_count()
+  eval_data = list(pipeline.eval_batches(ds, cfg.data, eval_local))
+
+  # --- model ----------------------------------------------------------------
+  model = _build_model(cfg, ds)
+  example = tuple(eval_data[0][k][:1] for k in ds.input_keys)
+  abstract_vars = _check_input(model, cfg.model.name, example)
+  num_params = _count(abstract_vars["params"])
+  lr_fn = create_learning_rate_fn(cfg.schedule, cfg.optimizer.learning_rate, steps_per_epoch, total_steps)
+  tx = create_optimizer(cfg.optimizer, lr_fn)
+
+  # --- state, sharded (replicated parameters) -------------------------------
+  init_fn = jax.jit(lambda rng: create_train_state(model, tx, rng, tuple(map(jnp.asarray, example))),
+                    out_shardings=replicated)
+  state = init_fn(jax.random.key(cfg.seed))
+  rng = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+
+  # --- steps ----------------------------------------------------------------
+  group_sharding = NamedSharding(mesh, P("data")) if cfg.train.bn_stats == "per_device" else None
+  train_step = jax.jit(
+      make_train_step(model, input_keys=ds.input_keys, label_key=ds.label_key, mask_key=ds.mask_key,
+                      lr_fn=lr_fn, bn_groups=bn_groups, label_smoothing=cfg.train.label_smoothing,
+                      group_sharding=group_sharding),
+      in_shardings=(replicated, batch_sharding, replicated), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+  eval_step = jax.jit(make_eval_step(model, input_keys=ds.input_keys, label_key=ds.label_key,
+                                     mask_key=ds.mask_key),
+                      in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+
+  def to_global(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
+
+  # --- checkpoint -----------------------------------------------------------
+  manager = ckpt.create_manager(workdir, cfg.train.keep_checkpoints)
+  data_iter = iter(train_loader)
+  abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+  restored = ckpt.restore_latest(manager, abstract_state, data_iter)
+  start_step = 0
+  if restored is not None:
+    start_step, state = restored
+    print(f"Resuming from the checkpoint at step {start_step} in {workdir}", flush=True)
+  writer = MetricsWriter(workdir, resume_step=start_step)
+
+  # --- evaluation -----------------------------------------------------------
+  eval_every = max(1, round(cfg.train.eval_every_epochs * steps_per_epoch))
+  ckpt_every = cfg.train.checkpoint_every_steps or eval_every
+
+  def evaluate(state, step):
+    sums = None
+    for b in eval_data:
+      out = eval_step(state, to_global(b))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    n = max(float(sums["count"]), 1.0)
+    return writer.write("eval", step, epoch=step / steps_per_epoch, test_loss=sums["loss_sum"] / n,
+                        test_accuracy=sums["correct"] / n, test_examples=int(n))
+
+  # --- loop -----------------------------------------------------------------
+  from tqdm.auto import tqdm
+  bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+             disable=not cfg.train.progress_bar or jax.process_index() != 0)
+  pending: list[dict[str, jax.Array]] = []
+  epoch_acc: list[dict[str, float]] = []
+  last = {"loss": float("nan"), "accuracy": float("nan")}
+  t_log, n_log, compile_s = time.time(), 0, None
+  step = start_step
+  last_eval = None
+
+  def flush(step: int) -> None:
+    """Reads back pending step metrics (one device sync), logs their mean, checks for NaN."""
+    nonlocal t_log, n_log, pending, last
+    if not pending:
+      return
+    host = jax.device_get(pending)
+    pending = []
+    dt = time.time() - t_log
+    mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+    if not all(math.isfinite(mean[k]) for k in ("loss", "grad_norm")):
+      good = manager.latest_step()
+      raise FloatingPointError(
+          f"loss became {mean['loss']} (gradient norm {mean['grad_norm']}) by step {step}; "
+          f"stopping. The last good checkpoint is step {good} in {workdir}/checkpoints "
+          "(lower the learning rate or check the data).")
+    epoch_acc.extend(host)
+    last = mean
+    writer.write("train", step, epoch=step / steps_per_epoch, **mean,
+                 examples_per_sec=n_log * batch / max(dt, 1e-9))
+    bar.set_postfix(loss=f"{mean['loss']:.4f}", acc=f"{mean['accuracy']:.3f}")
+    t_log, n_log = time.time(), 0
+
+  with _Preemption() as preempt:
+    while step < total_steps:
+      local = next(data_iter)
+      t0 = time.time()
+      state, metrics = train_step(state, to_global(local), rng)
+      if compile_s is None:
+        jax.block_until_ready(metrics)
+        compile_s = time.time() - t0
+        writer.write("compile", step + 1, train_step_compile_and_first_step_s=compile_s)
+        t_log = time.time()
+      else:
+        n_log += 1
+      pending.append(metrics)
+      step += 1
+      bar.update(1)
+      if step % cfg.train.log_every_steps == 0:
+        flush(step)
+      if step % steps_per_epoch == 0:
+        flush(step)
+        if epoch_acc:
+          writer.write("epoch", step, epoch=step / steps_per_epoch,
+                       train_loss=float(np.mean([h["loss"] for h in epoch_acc])),
+                       train_accuracy=float(np.mean([h["accuracy"] for h in epoch_acc])))
+        epoch_acc = []
+      if step % eval_every == 0 or step == total_steps:
+        flush(step)
+        last_eval = evaluate(state, step)
+        writer.plot()
+        bar.write(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.1f}: "
+                  f"train loss {last['loss']:.4f} acc {last['accuracy']:.4f} | "
+                  f"test loss {last_eval['test_loss']:.4f} acc {last_eval['test_accuracy']:.4f}")
+      if step % ckpt_every == 0 or step == total_steps:
+        flush(step)
+        ckpt.save(manager, step, state, data_iter)
+      if preempt.signum is not None:
+        flush(step)
+        if manager.latest_step() != step:
+          ckpt.save(manager, step, state, data_iter)
+        bar.close()
+        writer.close()
+        raise TrainingInterrupted(preempt.signum, step)
+  bar.close()
+  flush(step)
+  if last_eval is None or last_eval["step"] != step:
+    last_eval = evaluate(state, step)
+    writer.plot()
+  if manager.latest_step() != step:
+    ckpt.save(manager, step, state, data_iter)
+  train_acc = [r for r in writer.records if r["type"] == "epoch"] if writer.enabled else []
+  result = Result(step=step, epoch=step / steps_per_epoch, test_accuracy=float(last_eval["test_accuracy"]),
+                  test_loss=float(last_eval["test_loss"]),
+                  train_accuracy=float(train_acc[-1]["train_accuracy"]) if train_acc else float("nan"),
+                  wall_time_s=time.time() - t_start, params=num_params, state=state)
+  writer.write("final", step, **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("state", "step")})
+  writer.close()
+  if jax.process_index() == 0:
+    summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "state"}
+    atomic_write(os.path.join(workdir, "final.json"), json.dumps(summary, indent=2))
+  return result
