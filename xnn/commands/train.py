@@ -41,6 +41,8 @@ def main(argv: list[str]) -> int:
     print(USAGE)
     return 0
   config, workdir = _parse(argv)
+  from xnn.train.distributed import maybe_initialize
+  maybe_initialize()
   from xnn.train import TrainingInterrupted, train_and_evaluate
   if workdir is None:
     workdir = os.path.join("runs", f"{config.model.name}_{config.data.name}")
@@ -52,6 +54,9 @@ def main(argv: list[str]) -> int:
   except (ValueError, KeyError, FloatingPointError) as e:
     print(f"xnn train: error: {e}", file=sys.stderr)
     return 1
+  import jax
+  if jax.process_index() != 0:
+    return 0
   print(f"done: step {result.step}, test accuracy {result.test_accuracy:.4f}, "
         f"test loss {result.test_loss:.4f}, {result.wall_time_s:.1f} s, {result.params:,} parameters; "
         f"outputs in {workdir}")

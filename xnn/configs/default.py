@@ -36,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.pad = 4                   # pad_crop_flip padding
   c.data.flip = True               # horizontal flip in pad_crop_flip / random_crop
   c.data.crop_size = 0             # random_crop (train) / centre crop (test) size
-  c.data.normalize = "per_channel" # per_channel | none
+  c.data.normalize = "per_channel" # per_channel | minus_one_one ((x-0.5)/0.5) | none
   c.data.worker_count = 0          # grain worker processes (0: in the main process)
 
   c.train = ml_collections.ConfigDict()

@@ -1,15 +1,20 @@
 """grain input pipelines: per-host sharded, shuffled, augmented, checkpointable.
 
-``train_loader`` is a ``grain.DataLoader`` over an ``IndexSampler`` (a fresh
-shuffle every epoch from the config seed, records split between hosts with
-``ShardByJaxProcess``); its iterator state is saved in every checkpoint, so a
-resumed run continues with exactly the sample (and augmentation) order of an
+``train_loader`` is a ``grain.DataLoader`` over a :class:`GlobalBatchSampler`:
+one global order of the records (a fresh shuffle every epoch from the config
+seed), cut into global batches, of which each host reads only its own
+contiguous slice. The global batches -- and the per-record augmentation
+randomness, keyed by global position -- are therefore the same whatever the
+number of hosts, so a 2-host run trains exactly like a 1-host run with the same
+devices. The loader's iterator state is saved in every checkpoint, so a resumed
+run continues with exactly the sample (and augmentation) order of an
 uninterrupted one. ``eval_batches`` walks this host's share of the test split
 in order, padding the last batch and marking padding with ``mask = 0``.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Iterator
 
 import grain
@@ -60,8 +65,11 @@ def image_transforms(ds: Dataset, cfg: Any, train: bool) -> list[Any]:
     if len(mean) != channels:   # grey statistics for a replicated-channel image
       mean, std = mean * channels, std * channels
     ops.append(T.Normalize(tuple(mean), tuple(std)))
+  elif cfg.normalize == "minus_one_one":      # (x - 0.5) / 0.5, the course code's choice
+    channels = cfg.channels or ds.element_shape[-1]
+    ops.append(T.Normalize((0.5,) * channels, (0.5,) * channels))
   elif cfg.normalize != "none":
-    raise ValueError(f"data.normalize must be 'per_channel' or 'none', got {cfg.normalize!r}")
+    raise ValueError(f"data.normalize must be 'per_channel', 'minus_one_one' or 'none', got {cfg.normalize!r}")
   return ops
 
 
@@ -72,15 +80,43 @@ def transforms_for(ds: Dataset, cfg: Any, train: bool) -> list[Any]:
   return [T.SelectKeys(keys)]
 
 
-def train_loader(ds: Dataset, cfg: Any, local_batch: int, seed: int) -> grain.DataLoader:
-  """Infinite, reshuffled-every-epoch loader of this host's share of the train split."""
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(ds.train),
-      shard_options=grain.sharding.ShardByJaxProcess(drop_remainder=True),
-      shuffle=True, num_epochs=None, seed=seed)
-  ops = transforms_for(ds, cfg, train=True) + [grain.transforms.Batch(local_batch, drop_remainder=True)]
+class GlobalBatchSampler:
+  """Host ``process_index``'s records of an infinite, per-epoch shuffled global order.
+
+  Local index k (k-th record this host reads) is global position
+  g = (k // local_batch) * global_batch + process_index * local_batch + k % local_batch;
+  the record is the g-th of the concatenated per-epoch permutations, and its
+  augmentation rng is seeded by (seed, g).
+  """
+
+  def __init__(self, num_records: int, global_batch: int, process_index: int, process_count: int, seed: int):
+    if global_batch % process_count:
+      raise ValueError(f"global batch {global_batch} is not divisible by {process_count} hosts")
+    self._local = global_batch // process_count
+    self._global = global_batch
+    self._offset = process_index * self._local
+    self._seed = seed
+    self._keys = grain.MapDataset.range(num_records).shuffle(seed=seed)
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    g = (index // self._local) * self._global + self._offset + index % self._local
+    rng = np.random.Generator(np.random.Philox(key=self._seed + g))
+    return grain.RecordMetadata(index=index, record_key=self._keys[g], rng=rng)
+
+  def __repr__(self) -> str:
+    return f"GlobalBatchSampler(local={self._local}, global={self._global}, offset={self._offset}, seed={self._seed})"
+
+
+def train_loader(ds: Dataset, cfg: Any, global_batch: int, seed: int) -> grain.DataLoader:
+  """Infinite, reshuffled-every-epoch loader of this host's slice of each global batch."""
+  nproc = jax.process_count()
+  sampler = GlobalBatchSampler(len(ds.train), global_batch, jax.process_index(), nproc, seed)
+  ops = transforms_for(ds, cfg, train=True) + [grain.transforms.Batch(global_batch // nproc, drop_remainder=True)]
   return grain.DataLoader(data_source=ds.train, sampler=sampler, operations=ops,
-                          worker_count=cfg.worker_count)
+                          worker_count=cfg.worker_count, shard_options=grain.sharding.NoSharding())
 
 
 def eval_batches(ds: Dataset, cfg: Any, local_batch: int) -> Iterator[dict[str, np.ndarray]]:

@@ -127,6 +127,12 @@ def _check_input(model, name: str, example: tuple[np.ndarray, ...]) -> Any:
         f"data.channels or the model. Underlying error: {type(e).__name__}: {str(e).splitlines()[0]}") from e
 
 
+def _say(msg: str) -> None:
+  """Prints on the main process only (every host runs the same program)."""
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
 def _count(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
@@ -171,7 +177,7 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
   if steps_per_epoch == 0:
     raise ValueError(f"train.batch_size={batch} is larger than the {len(ds.train)} training examples")
   total_steps = cfg.train.num_steps or cfg.train.num_epochs * steps_per_epoch
-  train_loader = pipeline.train_loader(ds, cfg.data, local_batch, cfg.seed)
+  train_loader = pipeline.train_loader(ds, cfg.data, batch, cfg.seed)
   eval_local = max(num_devices, -(-cfg.train.eval_batch_size // num_devices) * num_devices) // jax.process_count()
   eval_data = list(pipeline.eval_batches(ds, cfg.data, eval_local))
 
@@ -212,7 +218,7 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
   start_step = 0
   if restored is not None:
     start_step, state = restored
-    print(f"Resuming from the checkpoint at step {start_step} in {workdir}", flush=True)
+    _say(f"Resuming from the checkpoint at step {start_step} in {workdir}")
   writer = MetricsWriter(workdir, resume_step=start_step)
 
   # --- evaluation -----------------------------------------------------------
@@ -290,7 +296,7 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
         flush(step)
         last_eval = evaluate(state, step)
         writer.plot()
-        bar.write(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.1f}: "
+        (bar.write if jax.process_index() == 0 else (lambda m: None))(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.1f}: "
                   f"train loss {last['loss']:.4f} acc {last['accuracy']:.4f} | "
                   f"test loss {last_eval['test_loss']:.4f} acc {last_eval['test_accuracy']:.4f}")
       if step % ckpt_every == 0 or step == total_steps:

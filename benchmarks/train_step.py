@@ -1,0 +1,167 @@
+"""Training throughput, in one run: xnn's loop vs a bare jitted step vs PyTorch.
+
+    python benchmarks/train_step.py [--model resnet20] [--batch 128] [--steps 20]
+
+* xnn loop:   ``train_and_evaluate`` on in-memory CIFAR-shaped uint8 data through the
+              real pipeline (grain loader, pad-4 crop + flip, normalisation, host ->
+              device transfer, metrics, progress bar off); images/s from its
+              ``metrics.jsonl`` (compile step excluded).
+* bare step:  the same jitted train step on one batch already on the device, in a
+              Python loop -- the ceiling for the loop (target: loop >= 0.95 x bare).
+* PyTorch:    an equivalent ResNet-20 (option A shortcuts, BN, SGD momentum 0.9,
+              weight decay 1e-4) training loop on the same CPU, when torch is
+              installed; eager mode, all cores.
+
+Prints one table and the ratios; results are recorded in benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def xnn_loop(model: str, batch: int, steps: int) -> float:
+  from xnn.configs.default import get_config
+  from xnn.data import from_arrays
+  from xnn.train import train_and_evaluate
+  from xnn.train.metrics import read_metrics
+  rng = np.random.default_rng(0)
+  n = batch * 8
+  x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  y = rng.integers(0, 10, n)
+  ds = from_arrays(x, y, x[:batch], y[:batch])
+  c = get_config()
+  c.model.name = model
+  c.data.image_size, c.data.channels, c.data.augment = 0, 0, "pad_crop_flip"
+  c.train.batch_size, c.train.num_steps, c.train.log_every_steps = batch, steps + 1, 1
+  c.train.eval_every_epochs, c.train.checkpoint_every_steps = 10_000, 10_000_000
+  c.train.progress_bar = False
+  c.optimizer.name, c.optimizer.learning_rate, c.optimizer.weight_decay = "sgd", 0.1, 1e-4
+  c.schedule.name = "constant"
+  with tempfile.TemporaryDirectory() as wd:
+    train_and_evaluate(c, wd, dataset=ds)
+    recs = [r for r in read_metrics(os.path.join(wd, "metrics.jsonl")) if r["type"] == "train"]
+  rates = [r["examples_per_sec"] for r in recs[1:]]     # step 1 is the compile step
+  return statistics.median(rates)
+
+
+def bare_step(model_name: str, batch: int, steps: int) -> float:
+  import optax
+  from xnn import models
+  from xnn.train.step import create_train_state, make_train_step
+  model = models.build(model_name, num_classes=10)
+  tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
+  state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
+  step = jax.jit(make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
+                                 lr_fn=lambda s: 0.1), donate_argnums=0)
+  rng = np.random.default_rng(0)
+  b = {"image": jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32),
+       "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
+  key = jax.random.key(1)
+  state, m = step(state, b, key)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = step(state, b, key)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  return batch / statistics.median(times)
+
+
+def torch_resnet20(batch: int, steps: int) -> float | None:
+  try:
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+  except ImportError:
+    return None
+  torch.set_num_threads(os.cpu_count() or 1)
+
+  class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.b1 = nn.BatchNorm2d(cout)
+      self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.b2 = nn.BatchNorm2d(cout)
+      self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x):
+      y = F.relu(self.b1(self.c1(x)))
+      y = self.b2(self.c2(y))
+      if self.stride != 1 or self.extra:
+        x = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+      return F.relu(y + x)
+
+  class ResNet20(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+      layers, cin = [], 16
+      for s, w in enumerate((16, 32, 64)):
+        for b in range(3):
+          layers.append(Block(cin, w, 2 if s and not b else 1))
+          cin = w
+      self.body = nn.Sequential(*layers)
+      self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+      return self.fc(self.body(self.stem(x)).mean((2, 3)))
+
+  net = ResNet20()
+  assert sum(p.numel() for p in net.parameters()) == 269_722
+  opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+  x = torch.randn(batch, 3, 32, 32)
+  y = torch.randint(0, 10, (batch,))
+  times = []
+  for i in range(steps + 2):
+    t = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+    if i >= 2:
+      times.append(time.perf_counter() - t)
+  return batch / statistics.median(times)
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--model", default="resnet20")
+  p.add_argument("--batch", type=int, default=128)
+  p.add_argument("--steps", type=int, default=20)
+  p.add_argument("--json", help="also write the results to this JSON file")
+  a = p.parse_args()
+  res = {"model": a.model, "batch": a.batch, "device": jax.devices()[0].device_kind,
+         "platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+         "jax": jax.__version__}
+  res["bare_images_per_s"] = bare_step(a.model, a.batch, a.steps)
+  res["xnn_loop_images_per_s"] = xnn_loop(a.model, a.batch, a.steps)
+  res["torch_images_per_s"] = torch_resnet20(a.batch, a.steps) if a.model == "resnet20" else None
+  res["loop_over_bare"] = res["xnn_loop_images_per_s"] / res["bare_images_per_s"]
+  if res["torch_images_per_s"]:
+    import torch
+    res["torch"] = torch.__version__
+    res["xnn_over_torch"] = res["xnn_loop_images_per_s"] / res["torch_images_per_s"]
+  for k, v in res.items():
+    print(f"{k:>24}: {v:.4g}" if isinstance(v, float) else f"{k:>24}: {v}")
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(res, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
