@@ -155,38 +155,39 @@ def test_unknown_dataset_lists_the_available_ones():
 
 def test_resize_matches_jax_image_resize():
   rng = np.random.default_rng(3)
-  img = rng.random((8, 8, 2)).astype(np.float32)
+  img = rng.random((2, 8, 8, 2)).astype(np.float32)
   for size in ((32, 32), (5, 11)):
-    want = np.asarray(jax.image.resize(jnp.asarray(img), size + (2,), "bilinear"))
-    np.testing.assert_allclose(T.resize_bilinear(img, size), want, atol=1e-5)
+    want = np.asarray(jax.image.resize(jnp.asarray(img), (2,) + size + (2,), "bilinear"))
+    np.testing.assert_allclose(T.resize(img, size), want, atol=1e-5)
 
 
-def test_pad_crop_flip_statistics():
-  """Offsets are uniform over the 9x9 positions and half the images are flipped."""
-  img = np.arange(32 * 32, dtype=np.float32).reshape(32, 32, 1) + 1
-  op = T.PadCropFlip(4, True)
-  rng = np.random.default_rng(0)
-  flips, offsets = 0, set()
-  for _ in range(2000):
-    out = op.random_map({"image": img}, rng)["image"]
-    assert out.shape == (32, 32, 1)
-    row = out[16, :, 0][out[16, :, 0] > 0]          # original pixels increase left to right
-    flipped = row[0] > row[-1]
-    nz = np.argwhere(out[..., 0] > 0)
-    offsets.add((nz[:, 0].min(), nz[:, 1].min(), nz[:, 0].max(), nz[:, 1].max()))
-    flips += bool(flipped)
-  assert 900 < flips < 1100
-  assert len(offsets) == 81
+def test_pad_crop_flip_matches_a_per_image_reference():
+  rng = np.random.default_rng(5)
+  imgs = rng.random((16, 32, 32, 3)).astype(np.float32)
+  p = T.draw_params(0, 3, 16, 8, 8, True)
+  out = T.pad_crop_flip(imgs, p["dy"], p["dx"], p["flip"], 4)
+  for i in range(16):
+    ref = np.pad(imgs[i], ((4, 4), (4, 4), (0, 0)))[p["dy"][i]:p["dy"][i] + 32, p["dx"][i]:p["dx"][i] + 32]
+    np.testing.assert_array_equal(out[i], ref[:, ::-1] if p["flip"][i] else ref)
+
+
+def test_augmentation_parameters_are_uniform():
+  """Offsets cover the 9 x 9 positions evenly and half the images are flipped (fixed seed)."""
+  p = T.draw_params(0, 0, 81 * 200, 8, 8, True)
+  counts = np.bincount(p["dy"] * 9 + p["dx"], minlength=81)
+  assert counts.min() > 140 and counts.max() < 260       # 200 expected per cell
+  assert 0.48 < p["flip"].mean() < 0.52
+  # a different global batch index draws different parameters
+  assert not np.array_equal(T.draw_params(0, 1, 64, 8, 8, True)["dy"], T.draw_params(0, 2, 64, 8, 8, True)["dy"])
 
 
 def test_random_and_center_crop():
-  img = np.arange(32 * 32, dtype=np.float32).reshape(32, 32, 1)
-  out = T.CenterCrop((28, 28)).map({"image": img})["image"]
-  np.testing.assert_array_equal(out, img[2:30, 2:30])
-  out = T.RandomCrop((28, 28)).random_map({"image": img}, np.random.default_rng(0))["image"]
-  assert out.shape == (28, 28, 1)
+  img = np.arange(32 * 32, dtype=np.float32).reshape(1, 32, 32, 1)
+  np.testing.assert_array_equal(T.center_crop(img, (28, 28)), img[:, 2:30, 2:30])
+  out = T.random_crop(img, np.array([4]), np.array([0]), None, (28, 28))
+  np.testing.assert_array_equal(out, img[:, 4:32, 0:28])
   with pytest.raises(ValueError, match="larger"):
-    T.RandomCrop((40, 40)).random_map({"image": img}, np.random.default_rng(0))
+    T.random_crop(img, np.array([0]), np.array([0]), None, (40, 40))
 
 
 def test_from_arrays_images_and_sequences():
@@ -198,6 +199,7 @@ def test_from_arrays_images_and_sequences():
                              rng.integers(0, 2, 5))
   assert seq.kind == "sequence" and seq.input_keys == ("inputs",) and seq.num_classes == 2
   batches = list(pipeline.eval_batches(seq, data_cfg(), 4))
+  assert batches[0]["inputs"].dtype == np.float64       # sequences pass through untouched
   assert [b["inputs"].shape for b in batches] == [(4, 7, 4), (4, 7, 4)]
   assert batches[1]["mask"].tolist() == [1, 0, 0, 0]
   with pytest.raises(ValueError, match="x_train has 20 examples but y_train has 3"):
@@ -205,27 +207,41 @@ def test_from_arrays_images_and_sequences():
 
 
 def test_train_loader_state_resumes_the_exact_order():
-  ds = datasets.load_dataset(data_cfg(augment="pad_crop_flip", pad=2, flip=False))
-  loader = pipeline.train_loader(ds, data_cfg(augment="pad_crop_flip", pad=2, flip=False), 32, seed=7)
-  it = iter(loader)
+  cfg = data_cfg(augment="pad_crop_flip", pad=2, flip=True)
+  ds = datasets.load_dataset(cfg)
+  it = iter(pipeline.train_loader(ds, cfg, 32, seed=7))
   for _ in range(50):                      # across an epoch boundary (1437 // 32 = 44)
     next(it)
   state = it.get_state()
   want = [next(it) for _ in range(3)]
-  it2 = iter(pipeline.train_loader(ds, data_cfg(augment="pad_crop_flip", pad=2, flip=False), 32, seed=7))
+  it2 = iter(pipeline.train_loader(ds, cfg, 32, seed=7))
   it2.set_state(state)
   got = [next(it2) for _ in range(3)]
   for a, b in zip(want, got):
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["label"], b["label"])
-  first_epoch = [next(iter(pipeline.train_loader(ds, data_cfg(), 32, seed=7)))["label"]]
-  other_seed = [next(iter(pipeline.train_loader(ds, data_cfg(), 32, seed=8)))["label"]]
-  assert not np.array_equal(first_epoch[0], other_seed[0])
+  first = next(iter(pipeline.train_loader(ds, data_cfg(), 32, seed=7)))["label"]
+  other_seed = next(iter(pipeline.train_loader(ds, data_cfg(), 32, seed=8)))["label"]
+  assert not np.array_equal(first, other_seed)
+
+
+def test_every_record_once_per_epoch_and_hosts_split_global_batches():
+  """One epoch of global batches is a permutation; host slices concatenate to the 1-host batch."""
+  cfg = data_cfg(augment="pad_crop_flip")
+  ds = datasets.load_dataset(cfg)
+  pre = pipeline.make_preprocess(ds, cfg, train=True)
+  one = pipeline.HostBatches(ds, pre, 100, 3, 0, 1)
+  seen = [one.order[g] for g in range(len(ds.train))]
+  assert sorted(seen) == list(range(len(ds.train)))
+  halves = [pipeline.HostBatches(ds, pre, 100, 3, p, 2)[5] for p in (0, 1)]
+  whole = one[5]
+  for k in whole:
+    np.testing.assert_array_equal(np.concatenate([h[k] for h in halves]), whole[k])
 
 
 def test_normalisation_statistics_of_the_digits():
   ds = datasets.load_dataset(data_cfg())
-  mean, std = pipeline.channel_stats(ds)
+  mean, std = pipeline.channel_stats(ds, chunk=100)
   from xnn.data.builders.digits import load_arrays
   imgs, _ = load_arrays()
   train = np.stack([imgs[i] for i in range(1797) if i % 5]) / 16.0

@@ -37,6 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.flip = True               # horizontal flip in pad_crop_flip / random_crop
   c.data.crop_size = 0             # random_crop (train) / centre crop (test) size
   c.data.normalize = "per_channel" # per_channel | minus_one_one ((x-0.5)/0.5) | none
+  c.data.threads = 2               # read-ahead threads building batches (order is kept)
+  c.data.prefetch = 4              # batches read ahead
   c.data.worker_count = 0          # grain worker processes (0: in the main process)
 
   c.train = ml_collections.ConfigDict()

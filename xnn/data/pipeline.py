@@ -1,19 +1,24 @@
-"""grain input pipelines: per-host sharded, shuffled, augmented, checkpointable.
+"""Input pipelines on grain: per-host sharded, shuffled, augmented, checkpointable.
 
-``train_loader`` is a ``grain.DataLoader`` over a :class:`GlobalBatchSampler`:
-one global order of the records (a fresh shuffle every epoch from the config
-seed), cut into global batches, of which each host reads only its own
-contiguous slice. The global batches -- and the per-record augmentation
-randomness, keyed by global position -- are therefore the same whatever the
-number of hosts, so a 2-host run trains exactly like a 1-host run with the same
-devices. The loader's iterator state is saved in every checkpoint, so a resumed
-run continues with exactly the sample (and augmentation) order of an
-uninterrupted one. ``eval_batches`` walks this host's share of the test split
-in order, padding the last batch and marking padding with ``mask = 0``.
+Training reads *global batches*: one order of the records (a fresh shuffle every
+epoch from the config seed, ``grain.MapDataset.range(n).shuffle``) cut into
+global batches, of which each host reads only its own contiguous slice. The
+slice is read, stacked and preprocessed as one NumPy batch (no per-example
+Python work), with augmentation parameters drawn from (seed, global batch
+index). So the batches -- and their crops and flips -- are the same whatever
+the number of hosts: a 2-host run trains exactly like a 1-host run with the
+same devices. The stream is a ``grain.MapDataset`` of batches turned into an
+iterator with read-ahead threads; its state (the next batch index) is saved in
+every checkpoint, so a resumed run continues with exactly the sample and
+augmentation order of an uninterrupted one.
+
+Evaluation walks this host's share of the test split in order, padding the last
+batch and marking padding with ``mask = 0``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any, Iterator
 
@@ -25,98 +30,137 @@ from xnn.data import transforms as T
 from xnn.data.datasets import Dataset
 
 
-def channel_stats(ds: Dataset, max_examples: int = 50_000) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def stack(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+  return {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
+
+
+def channel_stats(ds: Dataset, max_examples: int = 50_000, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """Per-channel mean and std of the train split on the [0, 1] scale."""
   n = min(len(ds.train), max_examples)
-  to_float = T.ToFloat(ds.pixel_max)
-  total = total_sq = None
+  key = ds.input_keys[0]
+  total = total_sq = 0.0
   count = 0
-  for i in range(n):
-    img = to_float.map(ds.train[i])["image"]
-    flat = img.reshape(-1, img.shape[-1]).astype(np.float64)
-    total = flat.sum(0) if total is None else total + flat.sum(0)
-    total_sq = (flat ** 2).sum(0) if total_sq is None else total_sq + (flat ** 2).sum(0)
+  for start in range(0, n, chunk):
+    imgs = T.to_float(stack([ds.train[i] for i in range(start, min(n, start + chunk))], (key,))[key], ds.pixel_max)
+    flat = imgs.reshape(-1, imgs.shape[-1]).astype(np.float64)
+    total = total + flat.sum(0)
+    total_sq = total_sq + (flat ** 2).sum(0)
     count += flat.shape[0]
   mean = total / count
   std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 1e-12))
   return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-def image_transforms(ds: Dataset, cfg: Any, train: bool) -> list[Any]:
-  """The per-example transforms for an image dataset, from ``config.data``."""
-  ops: list[Any] = [T.SelectKeys((*ds.input_keys, ds.label_key)), T.ToFloat(ds.pixel_max)]
-  if cfg.image_size:
-    ops.append(T.Resize((cfg.image_size, cfg.image_size)))
-  if cfg.channels:
-    ops.append(T.ToChannels(cfg.channels))
-  crop = (cfg.crop_size, cfg.crop_size) if cfg.crop_size else None
-  if cfg.augment == "pad_crop_flip":
-    if train:
-      ops.append(T.PadCropFlip(cfg.pad, cfg.flip))
-  elif cfg.augment == "random_crop":
-    if crop is None:
-      raise ValueError("data.augment='random_crop' needs data.crop_size (e.g. 28)")
-    ops.append(T.RandomCrop(crop, cfg.flip) if train else T.CenterCrop(crop))
-  elif cfg.augment != "none":
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  """The batch preprocessing that ``config.data`` asks for (train or eval)."""
+  keys: tuple[str, ...]
+  image_key: str | None = None        # None: sequences, passed through
+  pixel_max: float = 255.0
+  size: tuple[int, int] | None = None
+  channels: int = 0
+  augment: str = "none"
+  pad: int = 4
+  flip: bool = False
+  crop: tuple[int, int] | None = None
+  mean: tuple[float, ...] | None = None
+  std: tuple[float, ...] | None = None
+  train: bool = False
+
+  def crop_range(self, hw: tuple[int, int]) -> tuple[int, int]:
+    """Largest (dy, dx) offsets of the training augmentation for images of size ``hw``."""
+    if self.augment == "pad_crop_flip":
+      return 2 * self.pad, 2 * self.pad
+    if self.augment == "random_crop":
+      return hw[0] - self.crop[0], hw[1] - self.crop[1]
+    return 0, 0
+
+  def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
+    return self.size or hw
+
+  def __call__(self, batch: dict[str, np.ndarray], params: dict[str, np.ndarray] | None = None):
+    if self.image_key is None:
+      return batch
+    x = T.to_float(batch[self.image_key], self.pixel_max)
+    if self.size:
+      x = T.resize(x, self.size)
+    if self.channels:
+      x = T.to_channels(x, self.channels)
+    if self.augment == "pad_crop_flip" and self.train:
+      x = T.pad_crop_flip(x, params["dy"], params["dx"], params["flip"], self.pad)
+    elif self.augment == "random_crop":
+      x = (T.random_crop(x, params["dy"], params["dx"], params["flip"], self.crop) if self.train
+           else T.center_crop(x, self.crop))
+    if self.mean is not None:
+      x = T.normalize(x, self.mean, self.std)
+    return {**batch, self.image_key: np.ascontiguousarray(x, np.float32)}
+
+
+def make_preprocess(ds: Dataset, cfg: Any, train: bool) -> Preprocess:
+  """Validates ``config.data`` against the dataset and builds its :class:`Preprocess`."""
+  keys = (*ds.input_keys, ds.label_key) + ((ds.mask_key,) if ds.mask_key else ())
+  if ds.kind != "image":
+    return Preprocess(keys)
+  if cfg.augment not in ("none", "pad_crop_flip", "random_crop"):
     raise ValueError(f"data.augment must be 'none', 'pad_crop_flip' or 'random_crop', got {cfg.augment!r}")
+  crop = (cfg.crop_size, cfg.crop_size) if cfg.crop_size else None
+  if cfg.augment == "random_crop" and crop is None:
+    raise ValueError("data.augment='random_crop' needs data.crop_size (e.g. 28)")
+  channels = cfg.channels or ds.element_shape[-1]
   if cfg.normalize == "per_channel":
     mean, std = (ds.mean, ds.std) if ds.mean is not None else channel_stats(ds)
-    channels = cfg.channels or len(mean)
     if len(mean) != channels:   # grey statistics for a replicated-channel image
       mean, std = mean * channels, std * channels
-    ops.append(T.Normalize(tuple(mean), tuple(std)))
   elif cfg.normalize == "minus_one_one":      # (x - 0.5) / 0.5, the course code's choice
-    channels = cfg.channels or ds.element_shape[-1]
-    ops.append(T.Normalize((0.5,) * channels, (0.5,) * channels))
-  elif cfg.normalize != "none":
+    mean, std = (0.5,) * channels, (0.5,) * channels
+  elif cfg.normalize == "none":
+    mean = std = None
+  else:
     raise ValueError(f"data.normalize must be 'per_channel', 'minus_one_one' or 'none', got {cfg.normalize!r}")
-  return ops
+  return Preprocess(keys, ds.input_keys[0], ds.pixel_max, (cfg.image_size,) * 2 if cfg.image_size else None,
+                    cfg.channels, cfg.augment, cfg.pad, cfg.flip, crop,
+                    None if mean is None else tuple(mean), None if std is None else tuple(std), train)
 
 
-def transforms_for(ds: Dataset, cfg: Any, train: bool) -> list[Any]:
-  if ds.kind == "image":
-    return image_transforms(ds, cfg, train)
-  keys = (*ds.input_keys, ds.label_key) + ((ds.mask_key,) if ds.mask_key else ())
-  return [T.SelectKeys(keys)]
+class HostBatches:
+  """Random access to this host's preprocessed slice of global batch ``b`` (infinite)."""
 
-
-class GlobalBatchSampler:
-  """Host ``process_index``'s records of an infinite, per-epoch shuffled global order.
-
-  Local index k (k-th record this host reads) is global position
-  g = (k // local_batch) * global_batch + process_index * local_batch + k % local_batch;
-  the record is the g-th of the concatenated per-epoch permutations, and its
-  augmentation rng is seeded by (seed, g).
-  """
-
-  def __init__(self, num_records: int, global_batch: int, process_index: int, process_count: int, seed: int):
+  def __init__(self, ds: Dataset, preprocess: Preprocess, global_batch: int, seed: int,
+               process_index: int, process_count: int):
     if global_batch % process_count:
       raise ValueError(f"global batch {global_batch} is not divisible by {process_count} hosts")
-    self._local = global_batch // process_count
-    self._global = global_batch
-    self._offset = process_index * self._local
-    self._seed = seed
-    self._keys = grain.MapDataset.range(num_records).shuffle(seed=seed)
+    self.source, self.preprocess, self.seed = ds.train, preprocess, seed
+    self.global_batch, self.local = global_batch, global_batch // process_count
+    self.offset = process_index * self.local
+    self.order = grain.MapDataset.range(len(ds.train)).shuffle(seed=seed)   # reshuffled every epoch
+    if preprocess.image_key is not None:
+      hw = tuple(np.shape(ds.train[0][preprocess.image_key])[:2])
+      self.max_dy, self.max_dx = preprocess.crop_range(preprocess.output_hw(hw))
+    else:
+      self.max_dy = self.max_dx = 0
 
   def __len__(self) -> int:
     return sys.maxsize
 
-  def __getitem__(self, index: int) -> grain.RecordMetadata:
-    g = (index // self._local) * self._global + self._offset + index % self._local
-    rng = np.random.Generator(np.random.Philox(key=self._seed + g))
-    return grain.RecordMetadata(index=index, record_key=self._keys[g], rng=rng)
+  def __getitem__(self, b: int) -> dict[str, np.ndarray]:
+    start = b * self.global_batch + self.offset
+    batch = stack([self.source[self.order[g]] for g in range(start, start + self.local)], self.preprocess.keys)
+    params = None
+    if self.preprocess.augment != "none":
+      p = T.draw_params(self.seed, b, self.global_batch, self.max_dy, self.max_dx, self.preprocess.flip)
+      params = {k: None if v is None else v[self.offset:self.offset + self.local] for k, v in p.items()}
+    return self.preprocess(batch, params)
 
-  def __repr__(self) -> str:
-    return f"GlobalBatchSampler(local={self._local}, global={self._global}, offset={self._offset}, seed={self._seed})"
 
-
-def train_loader(ds: Dataset, cfg: Any, global_batch: int, seed: int) -> grain.DataLoader:
-  """Infinite, reshuffled-every-epoch loader of this host's slice of each global batch."""
-  nproc = jax.process_count()
-  sampler = GlobalBatchSampler(len(ds.train), global_batch, jax.process_index(), nproc, seed)
-  ops = transforms_for(ds, cfg, train=True) + [grain.transforms.Batch(global_batch // nproc, drop_remainder=True)]
-  return grain.DataLoader(data_source=ds.train, sampler=sampler, operations=ops,
-                          worker_count=cfg.worker_count, shard_options=grain.sharding.NoSharding())
+def train_loader(ds: Dataset, cfg: Any, global_batch: int, seed: int) -> grain.IterDataset:
+  """An infinite iterable of this host's training batches; ``iter()`` it for a checkpointable iterator."""
+  batches = HostBatches(ds, make_preprocess(ds, cfg, train=True), global_batch, seed,
+                        jax.process_index(), jax.process_count())
+  it_ds = grain.MapDataset.source(batches).to_iter_dataset(
+      grain.ReadOptions(num_threads=max(1, cfg.threads), prefetch_buffer_size=max(1, cfg.prefetch)))
+  if cfg.worker_count:
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
+  return it_ds
 
 
 def eval_batches(ds: Dataset, cfg: Any, local_batch: int) -> Iterator[dict[str, np.ndarray]]:
@@ -125,18 +169,14 @@ def eval_batches(ds: Dataset, cfg: Any, local_batch: int) -> Iterator[dict[str, 
   Every host yields the same number of batches (the SPMD program needs it).
   """
   pid, nproc = jax.process_index(), jax.process_count()
+  preprocess = make_preprocess(ds, cfg, train=False)
   n = len(ds.test)
-  per_host = -(-n // nproc)
-  num_batches = -(-per_host // local_batch)
-  source = grain.MapDataset.source(ds.test)[pid::nproc]
-  for op in transforms_for(ds, cfg, train=False):
-    source = source.map(op)
-  examples = list(source)
+  indices = list(range(pid, n, nproc))
+  num_batches = -(-(-(-n // nproc)) // local_batch)
   for b in range(num_batches):
-    chunk = examples[b * local_batch:(b + 1) * local_batch]
+    chunk = indices[b * local_batch:(b + 1) * local_batch]
     valid = len(chunk)
-    template = examples[0]
-    batch = {k: np.stack([e[k] for e in chunk] + [np.zeros_like(template[k])] * (local_batch - valid))
-             for k in template}
+    recs = [ds.test[i] for i in chunk] + [ds.test[0]] * (local_batch - valid)
+    batch = preprocess(stack(recs, preprocess.keys))
     batch["mask"] = (np.arange(local_batch) < valid).astype(np.float32)
     yield batch

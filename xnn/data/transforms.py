@@ -1,27 +1,26 @@
-"""Per-example transforms of image records ``{"image": HxWxC, "label": int}``.
+"""Batch-level preprocessing and augmentation, vectorised with NumPy.
 
-All are grain transforms so the same objects serve the streaming loader, the
-evaluation pass and bring-your-own arrays. Random ones draw from the
-``np.random.Generator`` grain derives from the loader seed and the record's
-position, so a resumed run sees exactly the same crops and flips.
+Everything works on a whole host batch at once (``images``: (B, H, W, C)), so the
+per-example Python cost of an input pipeline disappears. Random augmentations
+take their parameters as arrays (one entry per example), drawn by
+:func:`draw_params` from the config seed and the *global* batch index, so the
+crops and flips of an example do not depend on how many hosts share the batch.
 
-* ``ToFloat``        uint8 (or 0..pixel_max ints) -> float32 in [0, 1].
-* ``Resize``         bilinear to (H, W) (the digits are upscaled 8 -> 32 for LeNet-5).
-* ``ToChannels``     grey -> C copies (e.g. 3 for networks drawn for RGB).
-* ``PadCropFlip``    He et al. 2015 (sec. 4.2): pad 4 zeros a side, random
-                     crop back to size, random horizontal flip.
-* ``RandomCrop`` / ``CenterCrop``  the course recipe (`000_*`): random 28x28
-                     crops of the 32x32 image for training, the centre crop at test.
-* ``Normalize``      per-channel (x - mean) / std.
+* ``to_float``        0..pixel_max -> float32 in [0, 1].
+* ``resize``          bilinear to (H, W) (the digits are upscaled 8 -> 32 for LeNet-5).
+* ``to_channels``     grey -> C copies (e.g. 3 for networks drawn for RGB).
+* ``pad_crop_flip``   He et al. 2015 (sec. 4.2): pad 4 zeros a side, random crop
+                      back to size, random horizontal flip.
+* ``random_crop`` / ``center_crop``  the course recipe (`000_*`): random 28x28 crops
+                      of the 32x32 image for training, the centre crop at test.
+* ``normalize``       per-channel (x - mean) / std.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
-import grain
 import numpy as np
 
 
@@ -29,9 +28,8 @@ import numpy as np
 def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
   """(n_out, n_in) bilinear interpolation weights, half-pixel centres, edge clamp.
 
-  Same convention as ``jax.image.resize(method="bilinear")`` and PIL for
-  upsampling (triangle kernel; for downsampling the kernel is widened by the
-  scale, i.e. antialiased, as both of them do).
+  Same convention as ``jax.image.resize(method="bilinear")`` (triangle kernel;
+  for downsampling the kernel is widened by the scale, i.e. antialiased).
   """
   scale = n_out / n_in
   support = max(1.0, 1.0 / scale)
@@ -42,110 +40,68 @@ def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
   return w.astype(np.float32)
 
 
-def resize_bilinear(image: np.ndarray, size: Sequence[int]) -> np.ndarray:
-  """Bilinear resize of an HxWxC float image to ``size`` = (H', W')."""
-  h, w = image.shape[:2]
+def to_float(images: np.ndarray, pixel_max: float) -> np.ndarray:
+  return np.asarray(images, np.float32) * np.float32(1.0 / pixel_max)
+
+
+def resize(images: np.ndarray, size: Sequence[int]) -> np.ndarray:
+  """Bilinear resize of (B, H, W, C) images to (B, size[0], size[1], C)."""
+  h, w = images.shape[1:3]
   if (h, w) == tuple(size):
-    return image
+    return images
   ah, aw = _interp_matrix(h, size[0]), _interp_matrix(w, size[1])
-  return np.einsum("oh,hwc,pw->opc", ah, image, aw).astype(np.float32)
+  return np.einsum("oh,bhwc,pw->bopc", ah, images, aw, optimize=True).astype(np.float32)
 
 
-@dataclasses.dataclass(frozen=True)
-class ToFloat(grain.transforms.Map):
-  pixel_max: float = 255.0
-
-  def map(self, element: dict[str, Any]) -> dict[str, Any]:
-    return {**element, "image": np.asarray(element["image"], np.float32) / np.float32(self.pixel_max)}
-
-
-@dataclasses.dataclass(frozen=True)
-class Resize(grain.transforms.Map):
-  size: tuple[int, int]
-
-  def map(self, element):
-    return {**element, "image": resize_bilinear(element["image"], self.size)}
+def to_channels(images: np.ndarray, channels: int) -> np.ndarray:
+  if images.shape[-1] == channels:
+    return images
+  if images.shape[-1] != 1:
+    raise ValueError(f"can only replicate 1-channel images to {channels}, got shape {images.shape}")
+  return np.repeat(images, channels, axis=-1)
 
 
-@dataclasses.dataclass(frozen=True)
-class ToChannels(grain.transforms.Map):
-  channels: int
-
-  def map(self, element):
-    img = element["image"]
-    if img.shape[-1] == self.channels:
-      return element
-    if img.shape[-1] != 1:
-      raise ValueError(f"can only replicate a 1-channel image to {self.channels}, got {img.shape}")
-    return {**element, "image": np.repeat(img, self.channels, axis=-1)}
+def _windows(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, size: tuple[int, int],
+             flip: np.ndarray | None) -> np.ndarray:
+  """Per-example (dy, dx) windows of ``size``, mirrored where ``flip``; one gather."""
+  b = images.shape[0]
+  rows = dy[:, None] + np.arange(size[0])[None, :]
+  cols = dx[:, None] + np.arange(size[1])[None, :]
+  if flip is not None:
+    cols = np.where(flip[:, None], cols[:, ::-1], cols)
+  return images[np.arange(b)[:, None, None], rows[:, :, None], cols[:, None, :]]
 
 
-@dataclasses.dataclass(frozen=True)
-class PadCropFlip(grain.transforms.RandomMap):
-  """Zero-pad ``pad`` pixels a side, random crop to the input size, random h-flip."""
-  pad: int = 4
-  flip: bool = True
-
-  def random_map(self, element, rng: np.random.Generator):
-    img = element["image"]
-    h, w = img.shape[:2]
-    p = self.pad
-    padded = np.pad(img, ((p, p), (p, p), (0, 0)))
-    y, x = rng.integers(0, 2 * p + 1, size=2)
-    out = padded[y:y + h, x:x + w]
-    if self.flip and rng.random() < 0.5:
-      out = out[:, ::-1]
-    return {**element, "image": np.ascontiguousarray(out)}
+def pad_crop_flip(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, flip: np.ndarray | None,
+                  pad: int) -> np.ndarray:
+  """Zero-pad ``pad`` pixels a side, crop back at offsets (dy, dx) in [0, 2*pad], flip."""
+  padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  return _windows(padded, dy, dx, images.shape[1:3], flip)
 
 
-@dataclasses.dataclass(frozen=True)
-class RandomCrop(grain.transforms.RandomMap):
-  """A random ``size`` crop (no padding), optionally with a random h-flip."""
-  size: tuple[int, int]
-  flip: bool = False
-
-  def random_map(self, element, rng: np.random.Generator):
-    img = element["image"]
-    h, w = img.shape[:2]
-    ch, cw = self.size
-    if ch > h or cw > w:
-      raise ValueError(f"crop {self.size} is larger than the image {img.shape[:2]}")
-    y = rng.integers(0, h - ch + 1)
-    x = rng.integers(0, w - cw + 1)
-    out = img[y:y + ch, x:x + cw]
-    if self.flip and rng.random() < 0.5:
-      out = out[:, ::-1]
-    return {**element, "image": np.ascontiguousarray(out)}
+def random_crop(images: np.ndarray, dy: np.ndarray, dx: np.ndarray, flip: np.ndarray | None,
+                size: tuple[int, int]) -> np.ndarray:
+  h, w = images.shape[1:3]
+  if size[0] > h or size[1] > w:
+    raise ValueError(f"crop {tuple(size)} is larger than the images {(h, w)}")
+  return _windows(images, dy, dx, size, flip)
 
 
-@dataclasses.dataclass(frozen=True)
-class CenterCrop(grain.transforms.Map):
-  size: tuple[int, int]
-
-  def map(self, element):
-    img = element["image"]
-    h, w = img.shape[:2]
-    ch, cw = self.size
-    y, x = (h - ch) // 2, (w - cw) // 2
-    return {**element, "image": img[y:y + ch, x:x + cw]}
+def center_crop(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  h, w = images.shape[1:3]
+  y, x = (h - size[0]) // 2, (w - size[1]) // 2
+  return images[:, y:y + size[0], x:x + size[1]]
 
 
-@dataclasses.dataclass(frozen=True)
-class Normalize(grain.transforms.Map):
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-
-  def map(self, element):
-    img = element["image"]
-    mean = np.asarray(self.mean, np.float32)
-    std = np.asarray(self.std, np.float32)
-    return {**element, "image": ((img - mean) / std).astype(np.float32)}
+def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  mean = np.asarray(mean, np.float32)
+  inv = np.float32(1.0) / np.asarray(std, np.float32)
+  return (images - mean) * inv
 
 
-@dataclasses.dataclass(frozen=True)
-class SelectKeys(grain.transforms.Map):
-  """Keeps only the keys the model and loss use (drops e.g. TFDS ids)."""
-  keys: tuple[str, ...]
-
-  def map(self, element):
-    return {k: np.asarray(element[k]) for k in self.keys}
+def draw_params(seed: int, batch_index: int, global_batch: int, max_dy: int, max_dx: int,
+                flip: bool) -> dict[str, np.ndarray]:
+  """Crop offsets in [0, max] and flip flags for every example of a global batch."""
+  rng = np.random.default_rng([seed, batch_index])
+  return {"dy": rng.integers(0, max_dy + 1, global_batch), "dx": rng.integers(0, max_dx + 1, global_batch),
+          "flip": rng.random(global_batch) < 0.5 if flip else None}

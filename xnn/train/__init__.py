@@ -1,7 +1,22 @@
-"""Training: ``train_and_evaluate(config, workdir)`` and its named pieces."""
+"""Training: ``train_and_evaluate(config, workdir)`` and its named pieces.
 
-from xnn.train.step import TrainState, create_train_state, make_eval_step, make_train_step
-from xnn.train.train import Result, TrainingInterrupted, train_and_evaluate
+Attributes load lazily, so ``xnn.train.step`` (pure JAX/Flax/optax) can be used
+where the input-pipeline dependencies (grain, tensorflow-datasets) are absent.
+"""
 
-__all__ = ["Result", "TrainState", "TrainingInterrupted", "create_train_state", "make_eval_step",
-           "make_train_step", "train_and_evaluate"]
+import importlib
+
+_EXPORTS = {
+    "Result": "xnn.train.train", "TrainingInterrupted": "xnn.train.train",
+    "train_and_evaluate": "xnn.train.train",
+    "TrainState": "xnn.train.step", "create_train_state": "xnn.train.step",
+    "make_eval_step": "xnn.train.step", "make_train_step": "xnn.train.step",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  raise AttributeError(f"module 'xnn.train' has no attribute {name!r}")

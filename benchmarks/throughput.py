@@ -1,0 +1,187 @@
+"""Training throughput on this machine's accelerator (or CPU), in one run.
+
+    python benchmarks/throughput.py [--models resnet20,resnet50] [--dtypes float32,bfloat16]
+                                    [--steps 30] [--json out.json] [--loop]
+
+For each model (resnet20: batch 128 at 32x32x3; resnet50: batch 32 at 224x224x3)
+and compute dtype, images/s of:
+
+* jax bare:   xnn's jitted train step (SGD momentum + weight decay, BatchNorm in
+              train mode) on one batch already on the device, in a Python loop;
+* xnn loop:   (``--loop``) ``train_and_evaluate`` through the real input pipeline;
+* torch:      the same network and optimiser in PyTorch on the same device when
+              torch is installed (own ResNet-20 with option-A shortcuts;
+              torchvision's resnet50), float32 or ``autocast(bfloat16)``;
+
+plus the device's measured matrix-multiply rate (8192^3 products, or 2048^3 on a
+CPU) in each dtype -- the denominator of the "fraction of the hardware limit"
+ratio computed from ``xnn cost --train`` MACs (see benchmarks/RESULTS.md).
+Ratios are only meaningful within one run: absolute times drift on shared machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+SETUPS = {"resnet20": (128, (32, 32, 3)), "resnet50": (32, (224, 224, 3))}
+
+
+def matmul_rate(dtype: str) -> float:
+  n = 8192 if jax.default_backend() != "cpu" else 2048
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(f(a))
+  times = []
+  for _ in range(10):
+    t = time.perf_counter()
+    jax.block_until_ready(f(a))
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def jax_bare(name: str, batch: int, shape, dtype: str, steps: int) -> float:
+  import optax
+  from xnn import models
+  from xnn.train.step import create_train_state, make_train_step
+  model = models.build(name, num_classes=10 if name == "resnet20" else 1000, dtype=jnp.dtype(dtype))
+  tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
+  state = jax.jit(lambda k: create_train_state(model, tx, k, (jnp.zeros((1, *shape)),)))(jax.random.key(0))
+  step = jax.jit(make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
+                                 lr_fn=lambda s: 0.1), donate_argnums=0)
+  rng = np.random.default_rng(0)
+  b = {"image": jnp.asarray(rng.standard_normal((batch, *shape)), jnp.float32),
+       "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
+  key = jax.random.key(1)
+  for _ in range(2):
+    state, m = step(state, b, key)
+  jax.block_until_ready(m)
+  t = time.perf_counter()
+  for _ in range(steps):
+    state, m = step(state, b, key)
+  jax.block_until_ready(m)
+  return batch * steps / (time.perf_counter() - t)
+
+
+def torch_model(name: str):
+  import torch.nn as nn
+  import torch.nn.functional as F
+  if name == "resnet50":
+    import torchvision
+    return torchvision.models.resnet50()
+
+  class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+      super().__init__()
+      self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+      self.b1 = nn.BatchNorm2d(cout)
+      self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+      self.b2 = nn.BatchNorm2d(cout)
+      self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x):
+      y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
+      if self.stride != 1 or self.extra:
+        x = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+      return F.relu(y + x)
+
+  class ResNet20(nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+      layers, cin = [], 16
+      for s, w in enumerate((16, 32, 64)):
+        for b in range(3):
+          layers.append(Block(cin, w, 2 if s and not b else 1))
+          cin = w
+      self.body = nn.Sequential(*layers)
+      self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+      return self.fc(self.body(self.stem(x)).mean((2, 3)))
+
+  return ResNet20()
+
+
+def torch_bench(name: str, batch: int, shape, dtype: str, steps: int) -> float | None:
+  try:
+    import torch
+    import torch.nn.functional as F
+  except ImportError:
+    return None
+  dev = "cuda" if torch.cuda.is_available() else "cpu"
+  if dev == "cpu":
+    torch.set_num_threads(os.cpu_count() or 1)
+  net = torch_model(name).to(dev)
+  opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+  x = torch.randn(batch, shape[2], shape[0], shape[1], device=dev)
+  y = torch.randint(0, 10, (batch,), device=dev)
+  amp = dtype == "bfloat16"
+
+  def one():
+    opt.zero_grad(set_to_none=True)
+    with torch.autocast(dev, dtype=torch.bfloat16, enabled=amp):
+      loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    opt.step()
+
+  def sync():
+    if dev == "cuda":
+      torch.cuda.synchronize()
+
+  for _ in range(3):
+    one()
+  sync()
+  t = time.perf_counter()
+  for _ in range(steps):
+    one()
+  sync()
+  return batch * steps / (time.perf_counter() - t)
+
+
+def main() -> int:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--models", default="resnet20,resnet50")
+  p.add_argument("--dtypes", default="float32,bfloat16")
+  p.add_argument("--steps", type=int, default=30)
+  p.add_argument("--json")
+  a = p.parse_args()
+  out = {"device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(), "jax": jax.__version__,
+         "matmul_flops_per_s": {}, "rows": []}
+  try:
+    import torch
+    out["torch"] = torch.__version__
+  except ImportError:
+    pass
+  dtypes = a.dtypes.split(",")
+  for dt in dtypes:
+    out["matmul_flops_per_s"][dt] = matmul_rate(dt)
+    print(f"matmul {dt}: {out['matmul_flops_per_s'][dt] / 1e12:.1f} TFLOP/s", flush=True)
+  for name in a.models.split(","):
+    batch, shape = SETUPS[name]
+    for dt in dtypes:
+      row = {"model": name, "batch": batch, "dtype": dt,
+             "jax_bare_images_per_s": jax_bare(name, batch, shape, dt, a.steps),
+             "torch_images_per_s": torch_bench(name, batch, shape, dt, a.steps)}
+      if row["torch_images_per_s"]:
+        row["jax_over_torch"] = row["jax_bare_images_per_s"] / row["torch_images_per_s"]
+      out["rows"].append(row)
+      print(json.dumps(row), flush=True)
+  if a.json:
+    with open(a.json, "w") as f:
+      json.dump(out, f, indent=2)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
