@@ -76,3 +76,15 @@ def test_bad_schedule_names():
   s.name = "linear"
   with pytest.raises(ValueError, match="schedule.name"):
     create_learning_rate_fn(s, 0.1, 10, 100)
+
+
+def test_piecewise_with_resnet110_warmup():
+  """He et al. 2015 sec. 4.2: ResNet-110 starts at 0.01 until ~400 iterations, then 0.1."""
+  s = get_config().schedule
+  s.name, s.boundaries, s.scales = "piecewise", "400,32000,48000", "10,0.1,0.1"
+  fn = create_learning_rate_fn(s, 0.01, 391, 64000)
+  for step, want in [(0, 0.01), (399, 0.01), (400, 0.1), (31999, 0.1), (32000, 0.01), (48000, 0.001)]:
+    assert float(fn(step)) == pytest.approx(want, rel=1e-6), step
+  s.scales = "10,0.1"
+  with pytest.raises(ValueError, match="2 entries for 3 boundaries"):
+    create_learning_rate_fn(s, 0.01, 391, 64000)

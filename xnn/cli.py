@@ -4,6 +4,8 @@ Commands:
   train    train a registered model from an ml-collections config (default: LeNet-5 on the digits)
   models   list registered models with family, input, parameters (and MACs)
   cost     per-layer MACs, parameters, memory and receptive field of a model
+  sweep    run a config's sweep (local processes, Cloud TPU slice, Slurm)
+  report   markdown table and plots (curves, accuracy vs parameters/MACs) of a sweep
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ COMMANDS = {
     "train": ("xnn.commands.train", "train a model from a config (default: LeNet-5 on the digits)"),
     "models": ("xnn.commands.models", "list the registered models"),
     "cost": ("xnn.commands.cost", "MACs, parameters, memory and receptive field of a model"),
+    "sweep": ("xnn.commands.sweep", "run a config's sweep locally, on a TPU slice or on Slurm"),
+    "report": ("xnn.commands.report", "tables and plots of a sweep's runs"),
 }
 
 

@@ -75,4 +75,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.schedule.cosine = "half"         # half: optax/SGDR (1+cos)/2; quarter: cos over [0, pi/2]
   c.schedule.boundaries = ""         # piecewise: comma-separated steps, e.g. "32000,48000"
   c.schedule.scale = 0.1             # piecewise: multiply the rate at each boundary
+  c.schedule.scales = ""             # piecewise: per-boundary factors, e.g. "10,0.1,0.1"
   return c

@@ -4,7 +4,9 @@ Schedules (``config.schedule.name``):
 
 * ``constant``       the peak rate throughout.
 * ``piecewise``      He et al. 2015 (sec. 4.2): the rate times ``scale`` at each
-                     boundary step (0.1, /10 at 32k and 48k, stop at 64k).
+                     boundary step (0.1, /10 at 32k and 48k, stop at 64k), or
+                     times the matching entry of ``scales`` (ResNet-110's warmup:
+                     0.01, x10 at 400, x0.1 at 32k and 48k).
 * ``warmup_cosine``  linear warmup from ``init_value`` to the peak over
                      ``warmup`` epochs, then a cosine decay to ``end_value``.
                      ``cosine="half"`` is the usual half period
@@ -36,7 +38,10 @@ def create_learning_rate_fn(cfg: Any, peak: float, steps_per_epoch: int, total_s
     bounds = [int(b) for b in str(cfg.boundaries).replace(" ", "").split(",") if b]
     if not bounds:
       raise ValueError("schedule.name='piecewise' needs schedule.boundaries, e.g. '32000,48000'")
-    return optax.piecewise_constant_schedule(peak, {b: cfg.scale for b in bounds})
+    scales = [float(x) for x in str(cfg.scales).replace(" ", "").split(",") if x] or [cfg.scale] * len(bounds)
+    if len(scales) != len(bounds):
+      raise ValueError(f"schedule.scales has {len(scales)} entries for {len(bounds)} boundaries")
+    return optax.piecewise_constant_schedule(peak, dict(zip(bounds, scales)))
   if name != "warmup_cosine":
     raise ValueError(f"schedule.name must be constant, piecewise or warmup_cosine, got {name!r}")
   if cfg.cosine not in ("half", "quarter"):

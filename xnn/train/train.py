@@ -133,6 +133,16 @@ def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _macs(cfg: ml_collections.ConfigDict, input_shape: tuple[int, ...], num_classes: int) -> int | None:
+  """Forward MACs per example from ``xnn.cost`` (None where it cannot say)."""
+  try:
+    from xnn.cost import analyze_model
+    kwargs = {**config_lib.parse_kwargs(cfg.model.kwargs), "num_classes": num_classes}
+    return int(analyze_model(cfg.model.name, input_shape=input_shape, batch=1, **kwargs).macs)
+  except Exception:  # noqa: BLE001 -- cost analysis is informative only
+    return None
+
+
 def _count(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
@@ -325,5 +335,7 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
   writer.close()
   if jax.process_index() == 0:
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "state"}
+    summary["input_shape"] = list(example[0].shape[1:])
+    summary["macs"] = _macs(cfg, tuple(example[0].shape[1:]), model.num_classes)
     atomic_write(os.path.join(workdir, "final.json"), json.dumps(summary, indent=2))
   return result

@@ -1,0 +1,144 @@
+"""Sweeps: expansion, the local launcher (kill and re-launch), TPU/Slurm commands, reports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO
+from xnn import launchers
+from xnn import sweep as s
+from xnn.report import collect, markdown_table, pareto_front, write_report
+from xnn.train.metrics import read_metrics
+
+SWEEP_CONFIG = '''
+from xnn import sweep as s
+from xnn.configs.default import get_config as _default
+
+def get_config(arg=None):
+  c = _default()
+  c.train.num_epochs = 2
+  c.train.progress_bar = False
+  return c
+
+def get_sweep(arg=None):
+  return s.product(s.values("train.batch_size", [64, 128]), s.seeds(2))
+'''
+
+
+def test_product_zip_seeds_expand_to_named_runs():
+  sweep = s.product(s.values("model.name", ["plain20", "resnet20"]),
+                    s.zip(s.values("optimizer.learning_rate", [0.1, 0.05]), s.values("train.batch_size", [128, 64])),
+                    s.seeds(3))
+  runs = s.named_runs(sweep)
+  assert len(runs) == 2 * 2 * 3
+  name, run = runs[0]
+  assert run == {"model.name": "plain20", "optimizer.learning_rate": 0.1, "train.batch_size": 128, "seed": 0}
+  assert name == "model.name-plain20__optimizer.learning_rate-0.1__seed-0__train.batch_size-128"
+  assert s.overrides(run) == ["--config.model.name=plain20", "--config.optimizer.learning_rate=0.1",
+                              "--config.seed=0", "--config.train.batch_size=128"]
+  assert len({n for n, _ in runs}) == 12
+  with pytest.raises(ValueError, match="equal length"):
+    s.zip(s.values("a", [1, 2]), s.values("b", [1]))
+  with pytest.raises(ValueError, match="sets \\['a'\\] twice"):
+    s.product(s.values("a", [1]), s.values("a", [2]))
+  with pytest.raises(ValueError, match="duplicate runs"):
+    s.named_runs([{"a": 1}, {"a": 1}])
+
+
+def test_local_launcher_killed_and_relaunched_completes_every_run_once(tmp_path):
+  cfg = tmp_path / "sweep_cfg.py"
+  cfg.write_text(SWEEP_CONFIG)
+  sweep_dir = tmp_path / "sweep"
+  cmd = [sys.executable, "-m", "xnn.cli", "sweep", str(cfg), f"--workdir={sweep_dir}", "--parallel=2"]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:   # kill once some run has trained a few steps
+    logs = [read_metrics(os.path.join(sweep_dir, d, "metrics.jsonl")) for d in
+            (os.listdir(sweep_dir) if sweep_dir.exists() else [])]
+    if any(any(r["type"] == "train" for r in recs) for recs in logs):
+      break
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=300)
+  assert proc.returncode == 130, err.decode()[-2000:]
+  finished_before = [d for d in os.listdir(sweep_dir) if (sweep_dir / d / "final.json").exists()]
+  assert len(finished_before) < 4
+  again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert again.returncode == 0, again.stderr[-3000:]
+  runs = sorted(os.listdir(sweep_dir))
+  assert len(runs) == 4
+  for d in runs:
+    recs = read_metrics(str(sweep_dir / d / "metrics.jsonl"))
+    assert sum(r["type"] == "final" for r in recs) == 1, d
+    steps = [r["step"] for r in recs if r["type"] == "train"]
+    assert steps == sorted(set(steps)), d
+  for d in finished_before:
+    assert f"{d}: done" not in again.stdout          # skipped, not re-run
+  # A third launch has nothing left to do.
+  third = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert third.returncode == 0 and third.stdout.count("done (skipped)") == 4
+  # The report reads them all.
+  md = write_report(str(sweep_dir))
+  assert "| train.batch_size=64 | 2/2 |" in md and "| train.batch_size=128 | 2/2 |" in md
+  assert (sweep_dir / "curves.png").exists() and (sweep_dir / "pareto.png").exists()
+
+
+def _specs(tmp_path, finished=()):
+  specs = launchers.run_specs(s.named_runs(s.product(s.values("model.name", ["plain20", "resnet20"]))),
+                              str(tmp_path))
+  for sp in specs:
+    if sp.name in finished:
+      os.makedirs(sp.workdir)
+      open(os.path.join(sp.workdir, "final.json"), "w").write("{}")
+  return specs
+
+
+def test_tpu_dry_run_commands(tmp_path):
+  specs = _specs(tmp_path, finished=("model.name-plain20",))
+  opt = launchers.TpuOptions("my-slice", "us-central2-b", "v4-32", "tpu-ubuntu2204-base", project="proj", create=True)
+  cmds = [" ".join(c) for c in launchers.tpu_commands(specs, "configs/x.py:a", opt, ["--config.train.num_epochs=2"])]
+  base = "gcloud compute tpus tpu-vm"
+  where = "--zone=us-central2-b --project=proj"
+  assert cmds == [
+      f"{base} create my-slice {where} --accelerator-type=v4-32 --version=tpu-ubuntu2204-base",
+      f"{base} scp --recurse . my-slice:xnn {where} --worker=all",
+      f"{base} ssh my-slice {where} --worker=all --command=cd xnn && pip install -U 'jax[tpu]' && pip install -e .",
+      f"{base} ssh my-slice {where} --worker=all --command=cd xnn && XNN_DISTRIBUTED=auto python3 -m xnn.cli train "
+      f"--config=configs/x.py:a --workdir={tmp_path}/model.name-resnet20 --config.model.name=resnet20 "
+      "--config.train.num_epochs=2",
+  ]
+
+
+def test_slurm_dry_run_script(tmp_path, capsys):
+  specs = _specs(tmp_path)
+  opt = launchers.SlurmOptions(nodes=2, gpus_per_node=4, partition="gpu", time="02:00:00")
+  status = launchers.launch_slurm(specs, "configs/x.py", opt, dry_run=True)
+  assert set(status.values()) == {"dry-run"}
+  out = capsys.readouterr().out
+  script = launchers.sbatch_script(specs[1], "configs/x.py", opt)
+  assert script == (
+      "#!/bin/bash\n#SBATCH --job-name=xnn-model.name-resnet20\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n"
+      "#SBATCH --gpus-per-node=4\n#SBATCH --cpus-per-task=16\n#SBATCH --time=02:00:00\n"
+      f"#SBATCH --output={tmp_path}/model.name-resnet20/slurm-%j.out\n#SBATCH --signal=TERM@120\n"
+      "#SBATCH --partition=gpu\nset -euo pipefail\nsource .venv/bin/activate\n"
+      f"mkdir -p {tmp_path}/model.name-resnet20\n"
+      "srun --kill-on-bad-exit=1 env XNN_DISTRIBUTED=auto python -m xnn.cli train --config=configs/x.py "
+      f"--workdir={tmp_path}/model.name-resnet20 --config.model.name=resnet20\n")
+  assert script in out and f"sbatch {tmp_path}/model.name-resnet20/job.sbatch" in out
+  assert not os.path.exists(specs[0].workdir)     # a dry run writes nothing
+
+
+def test_pareto_front():
+  costs = [1, 2, 3, 4, 5]
+  accs = [0.5, 0.7, 0.6, 0.9, 0.85]
+  assert pareto_front(costs, accs) == [0, 1, 3]
+
+
+def test_report_errors_on_an_empty_folder(tmp_path):
+  with pytest.raises(FileNotFoundError, match="no runs"):
+    collect(str(tmp_path))
