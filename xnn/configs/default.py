@@ -46,12 +46,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.num_epochs = 20
   c.train.num_steps = 0            # >0 overrides num_epochs (iteration-based recipes)
   c.train.eval_batch_size = 256
-  c.train.eval_every_epochs = 1
+  c.train.eval_every_epochs = 1.0  # fractions allowed
   c.train.log_every_steps = 10
   c.train.checkpoint_every_steps = 0   # 0: at every eval
   c.train.keep_checkpoints = 3
   c.train.bn_stats = "global"      # global | per_device | groups (see docs in xnn/train/step.py)
   c.train.bn_group_size = 0        # examples per BN group when bn_stats == "groups"
+  c.train.device_resident = "auto"   # auto (GPU/TPU only) | on | off: training set on the devices
+  c.train.device_resident_max_mb = 1024  # auto: only if the float32 set fits in this per device
+  c.train.steps_per_dispatch = 0   # device-resident: steps per lax.scan dispatch (0: auto)
   c.train.label_smoothing = 0.0
   c.train.progress_bar = True
 

@@ -26,9 +26,23 @@ def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
                                options=options, item_names=("state", "data"))
 
 
+def data_save_args(data_iter: Any, step: int) -> Any:
+  """The input position to save: a grain iterator's state, or (device-resident data) the step."""
+  if data_iter is None:
+    return ocp.args.JsonSave({"mode": "device_resident", "step": int(step)})
+  return grain.checkpoint.CheckpointSave(data_iter)
+
+
+def data_restore_args(data_iter: Any) -> Any:
+  if data_iter is None:
+    return ocp.args.JsonRestore()
+  return grain.checkpoint.CheckpointRestore(data_iter)
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any) -> None:
+  """Saves the train state and the input position (``data_iter`` None: device-resident)."""
   manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)), force=True)
+      state=ocp.args.StandardSave(state), data=data_save_args(data_iter, step)), force=True)
   manager.wait_until_finished()
 
 
@@ -36,16 +50,16 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
                    data_iter: Any) -> tuple[int, Any] | None:
   """(step, state) of the newest checkpoint that restores, or None if there is none.
 
-  ``data_iter`` is restored in place to the saved position. Unusable newer
-  checkpoints are deleted once an older one has restored.
+  ``data_iter`` is restored in place to the saved position (None: the input is
+  device-resident and a function of the step). Unusable newer checkpoints are
+  deleted once an older one has restored.
   """
   steps = sorted(manager.all_steps(), reverse=True)
   bad: list[int] = []
   for step in steps:
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          data=grain.checkpoint.CheckpointRestore(data_iter)))
+          state=ocp.args.StandardRestore(abstract_state), data=data_restore_args(data_iter)))
     except Exception as e:  # noqa: BLE001 -- any failure means this step is unusable
       log.warning("checkpoint at step %d cannot be restored (%s: %s); trying the previous one",
                   step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")

@@ -24,6 +24,7 @@ from xnn import models
 from xnn.data import pipeline
 from xnn.data.datasets import Dataset, load_dataset
 from xnn.train import checkpoint as ckpt
+from xnn.train import resident as resident_lib
 from xnn.train import config as config_lib
 from xnn.train.metrics import MetricsWriter, atomic_write
 from xnn.train.schedules import create_learning_rate_fn, create_optimizer
@@ -127,6 +128,31 @@ def _check_input(model, name: str, example: tuple[np.ndarray, ...]) -> Any:
         f"data.channels or the model. Underlying error: {type(e).__name__}: {str(e).splitlines()[0]}") from e
 
 
+def _resident_mode(cfg: ml_collections.ConfigDict, ds: Dataset, pre: pipeline.Preprocess) -> bool:
+  """Whether the training set goes on the devices (``train.device_resident``)."""
+  mode = cfg.train.device_resident
+  if mode not in ("auto", "on", "off"):
+    raise ValueError(f"train.device_resident must be 'auto', 'on' or 'off', got {mode!r}")
+  if mode == "off":
+    return False
+  why = resident_lib.supported(ds, pre)
+  if why is None and mode == "auto" and jax.default_backend() == "cpu":
+    why = "on a CPU the host pipeline is faster (see xnn/train/resident.py)"
+  if why is None and mode == "auto":
+    limit = cfg.train.device_resident_max_mb * 2**20
+    size = resident_lib.host_bytes(ds, pre) / jax.device_count()
+    why = None if size <= limit else f"{size / 2**20:.0f} MB per device > device_resident_max_mb"
+  if why is not None and mode == "on":
+    raise ValueError(f"train.device_resident='on' but the data cannot be device-resident: {why}")
+  return why is None
+
+
+def _auto_chunk(steps_per_epoch: int, eval_every: int, ckpt_every: int, cap: int = 100) -> int:
+  """Steps per dispatch: the largest divisor of the epoch/eval/checkpoint periods up to ``cap``."""
+  g = math.gcd(math.gcd(steps_per_epoch, eval_every), ckpt_every)
+  return max(d for d in range(1, min(g, cap) + 1) if g % d == 0)
+
+
 def _say(msg: str) -> None:
   """Prints on the main process only (every host runs the same program)."""
   if jax.process_index() == 0:
@@ -182,12 +208,16 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
 
   # --- input ----------------------------------------------------------------
   ds = dataset if dataset is not None else load_dataset(cfg.data)
-  local_batch = batch // jax.process_count()
-  steps_per_epoch = len(ds.train) // batch
+  train_pre = pipeline.make_preprocess(ds, cfg.data, train=True)
+  resident = _resident_mode(cfg, ds, train_pre)
+  if resident:
+    rdata = resident_lib.load(ds, train_pre, mesh, batch)
+    steps_per_epoch = rdata.steps_per_epoch
+  else:
+    steps_per_epoch = len(ds.train) // batch
   if steps_per_epoch == 0:
     raise ValueError(f"train.batch_size={batch} is larger than the {len(ds.train)} training examples")
   total_steps = cfg.train.num_steps or cfg.train.num_epochs * steps_per_epoch
-  train_loader = pipeline.train_loader(ds, cfg.data, batch, cfg.seed)
   eval_local = max(num_devices, -(-cfg.train.eval_batch_size // num_devices) * num_devices) // jax.process_count()
   eval_data = list(pipeline.eval_batches(ds, cfg.data, eval_local))
 
@@ -220,9 +250,26 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
   def to_global(local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     return {k: jax.make_array_from_process_local_data(batch_sharding, v) for k, v in local.items()}
 
+  eval_every = max(1, round(cfg.train.eval_every_epochs * steps_per_epoch))
+  ckpt_every = cfg.train.checkpoint_every_steps or eval_every
+  if resident:
+    chunk_len = cfg.train.steps_per_dispatch or _auto_chunk(steps_per_epoch, eval_every, ckpt_every)
+    chunk_fns: dict[int, Any] = {}
+
+    def run_chunk(state, n):
+      if n not in chunk_fns:     # one compilation per chunk length (at most two: full and last)
+        chunk = resident_lib.make_chunk_fn(
+            make_train_step(model, input_keys=ds.input_keys, label_key=ds.label_key, mask_key=ds.mask_key,
+                            lr_fn=lr_fn, bn_groups=bn_groups, label_smoothing=cfg.train.label_smoothing,
+                            group_sharding=group_sharding),
+            resident_lib.make_batch_fn(mesh, train_pre, rdata, cfg.seed, ds.input_keys[0], ds.label_key), n)
+        chunk_fns[n] = jax.jit(chunk, in_shardings=(replicated, batch_sharding, batch_sharding, replicated),
+                               out_shardings=(replicated, replicated), donate_argnums=0)
+      return chunk_fns[n](state, rdata.images, rdata.labels, rng)
+
   # --- checkpoint -----------------------------------------------------------
   manager = ckpt.create_manager(workdir, cfg.train.keep_checkpoints)
-  data_iter = iter(train_loader)
+  data_iter = None if resident else iter(pipeline.train_loader(ds, cfg.data, batch, cfg.seed))
   abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
   restored = ckpt.restore_latest(manager, abstract_state, data_iter)
   start_step = 0
@@ -231,10 +278,10 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
     _say(f"Resuming from the checkpoint at step {start_step} in {workdir}")
   writer = MetricsWriter(workdir, resume_step=start_step)
 
-  # --- evaluation -----------------------------------------------------------
-  eval_every = max(1, round(cfg.train.eval_every_epochs * steps_per_epoch))
-  ckpt_every = cfg.train.checkpoint_every_steps or eval_every
+  writer.write("input", start_step, mode="device_resident" if resident else "streaming",
+               steps_per_epoch=steps_per_epoch, **({"steps_per_dispatch": chunk_len} if resident else {}))
 
+  # --- evaluation -----------------------------------------------------------
   def evaluate(state, step):
     sums = None
     for b in eval_data:
@@ -250,7 +297,7 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
   bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
              disable=not cfg.train.progress_bar or jax.process_index() != 0)
   pending: list[dict[str, jax.Array]] = []
-  epoch_acc: list[dict[str, float]] = []
+  epoch_acc: dict[str, list[float]] = {"loss": [], "accuracy": []}
   last = {"loss": float("nan"), "accuracy": float("nan")}
   t_log, n_log, compile_s = time.time(), 0, None
   step = start_step
@@ -264,52 +311,66 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
     host = jax.device_get(pending)
     pending = []
     dt = time.time() - t_log
-    mean = {k: float(np.mean([h[k] for h in host])) for k in host[0]}
+    values = {k: np.concatenate([np.atleast_1d(h[k]) for h in host]) for k in host[0]}
+    mean = {k: float(np.mean(v)) for k, v in values.items()}
     if not all(math.isfinite(mean[k]) for k in ("loss", "grad_norm")):
       good = manager.latest_step()
       raise FloatingPointError(
           f"loss became {mean['loss']} (gradient norm {mean['grad_norm']}) by step {step}; "
           f"stopping. The last good checkpoint is step {good} in {workdir}/checkpoints "
           "(lower the learning rate or check the data).")
-    epoch_acc.extend(host)
+    epoch_acc["loss"].extend(values["loss"])
+    epoch_acc["accuracy"].extend(values["accuracy"])
     last = mean
     writer.write("train", step, epoch=step / steps_per_epoch, **mean,
                  examples_per_sec=n_log * batch / max(dt, 1e-9))
     bar.set_postfix(loss=f"{mean['loss']:.4f}", acc=f"{mean['accuracy']:.3f}")
     t_log, n_log = time.time(), 0
 
+  def advance(state, step):
+    """Runs the next step (streaming) or chunk of steps (device-resident): (state, metrics, n)."""
+    if resident:
+      n = min(chunk_len - step % chunk_len, total_steps - step)
+      state, metrics = run_chunk(state, n)
+      return state, metrics, n
+    state, metrics = train_step(state, to_global(next(data_iter)), rng)
+    return state, metrics, 1
+
+  def crossed(every: int, before: int, after: int) -> bool:
+    return after // every > before // every
+
   with _Preemption() as preempt:
     while step < total_steps:
-      local = next(data_iter)
       t0 = time.time()
-      state, metrics = train_step(state, to_global(local), rng)
+      state, metrics, n = advance(state, step)
       if compile_s is None:
         jax.block_until_ready(metrics)
         compile_s = time.time() - t0
-        writer.write("compile", step + 1, train_step_compile_and_first_step_s=compile_s)
+        writer.write("compile", step + n, train_step_compile_and_first_step_s=compile_s)
         t_log = time.time()
       else:
-        n_log += 1
+        n_log += n
       pending.append(metrics)
-      step += 1
-      bar.update(1)
-      if step % cfg.train.log_every_steps == 0:
+      before, step = step, step + n
+      bar.update(n)
+      if resident or crossed(cfg.train.log_every_steps, before, step):
         flush(step)
-      if step % steps_per_epoch == 0:
+      if crossed(steps_per_epoch, before, step):
         flush(step)
-        if epoch_acc:
+        if epoch_acc["loss"]:
           writer.write("epoch", step, epoch=step / steps_per_epoch,
-                       train_loss=float(np.mean([h["loss"] for h in epoch_acc])),
-                       train_accuracy=float(np.mean([h["accuracy"] for h in epoch_acc])))
-        epoch_acc = []
-      if step % eval_every == 0 or step == total_steps:
+                       train_loss=float(np.mean(epoch_acc["loss"])),
+                       train_accuracy=float(np.mean(epoch_acc["accuracy"])))
+        epoch_acc = {"loss": [], "accuracy": []}
+      if crossed(eval_every, before, step) or step == total_steps:
         flush(step)
         last_eval = evaluate(state, step)
         writer.plot()
-        (bar.write if jax.process_index() == 0 else (lambda m: None))(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.1f}: "
-                  f"train loss {last['loss']:.4f} acc {last['accuracy']:.4f} | "
-                  f"test loss {last_eval['test_loss']:.4f} acc {last_eval['test_accuracy']:.4f}")
-      if step % ckpt_every == 0 or step == total_steps:
+        if jax.process_index() == 0:
+          bar.write(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.1f}: "
+                    f"train loss {last['loss']:.4f} acc {last['accuracy']:.4f} | "
+                    f"test loss {last_eval['test_loss']:.4f} acc {last_eval['test_accuracy']:.4f}")
+      if crossed(ckpt_every, before, step) or step == total_steps:
         flush(step)
         ckpt.save(manager, step, state, data_iter)
       if preempt.signum is not None:
