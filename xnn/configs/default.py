@@ -52,8 +52,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.bn_stats = "global"      # global | per_device | groups (see docs in xnn/train/step.py)
   c.train.bn_group_size = 0        # examples per BN group when bn_stats == "groups"
-  c.train.device_resident = "auto"   # auto (GPU/TPU only) | on | off: training set on the devices
-  c.train.device_resident_max_mb = 1024  # auto: only if the float32 set fits in this per device
+  c.train.device_resident = "auto"   # auto | on | off: training set on the devices (auto: off until measured)
+  c.train.device_resident_max_mb = 1024  # on: only if the float32 set fits in this per device
   c.train.steps_per_dispatch = 0   # device-resident: steps per lax.scan dispatch (0: auto)
   c.train.label_smoothing = 0.0
   c.train.progress_bar = True

@@ -22,8 +22,8 @@ of (seed, step).
 On XLA:CPU this path is *slower* than streaming (LeNet-5 on the digits: ~1.3 s
 against ~0.03 s a step, measured 2026-11-23 with jax 0.10.2: the in-program
 batch makes XLA:CPU pick a slow convolution path), and the host and the
-"device" share one memory anyway, so ``device_resident="auto"`` uses it on
-GPUs and TPUs only.
+"device" share one memory anyway. It has not yet been timed on a GPU or TPU, so
+``device_resident="auto"`` streams everywhere for now; ``"on"`` opts in.
 """
 
 from __future__ import annotations
