@@ -1,0 +1,16 @@
+"""Exact per-layer MACs, parameters, memory and receptive field from a jaxpr.
+
+    >>> import xnn.cost
+    >>> rep = xnn.cost.analyze_model("resnet20")
+    >>> rep.params, rep.macs, rep.receptive_field
+
+See docs/cost.md for the counting rules and their conventions.
+"""
+
+from xnn.cost.analysis import CostReport, Layer, abstract_model, analyze, analyze_model
+from xnn.cost.receptive_field import ReceptiveFieldError, effective_receptive_field
+from xnn.cost.roofline import DEVICES, Device, get_device
+from xnn.cost.rules import RULES, Counts
+
+__all__ = ["CostReport", "Layer", "analyze", "analyze_model", "abstract_model", "ReceptiveFieldError",
+           "effective_receptive_field", "DEVICES", "Device", "get_device", "RULES", "Counts"]
