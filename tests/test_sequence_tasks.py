@@ -1,0 +1,82 @@
+"""Synthetic sequence tasks (xnn.data.sequence_tasks): format, determinism, correctness."""
+
+import numpy as np
+import pytest
+
+from xnn.data import sequence_tasks as st
+
+
+def _valid(row, mask):
+  return [int(t) for t, m in zip(row, mask) if m > 0]
+
+
+@pytest.mark.parametrize("name", st.TASKS)
+def test_format_and_determinism(name):
+  a = st.make_task(name, 50, seed=3, length=6, vocab=10, min_length=2)
+  b = st.make_task(name, 50, seed=3, length=6, vocab=10, min_length=2)
+  c = st.make_task(name, 50, seed=4, length=6, vocab=10, min_length=2)
+  t_in, t_out = (13, 8) if name == "addition" else (6, 7)   # 2L+1 / L+2 and L / L+1 (module docstring)
+  assert a["inputs"].shape == (50, t_in) and a["inputs"].dtype == np.int32
+  assert a["inputs_mask"].shape == (50, t_in) and a["inputs_mask"].dtype == np.float32
+  for k in ("decoder_inputs", "targets"):
+    assert a[k].shape == (50, t_out) and a[k].dtype == np.int32
+  assert a["targets_mask"].dtype == np.float32
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k])
+  assert not np.array_equal(a["inputs"], c["inputs"])
+  # Masks mark exactly the non-pad tokens, as a prefix.
+  np.testing.assert_array_equal(a["inputs_mask"], (a["inputs"] != st.PAD).astype(np.float32))
+  np.testing.assert_array_equal(a["targets_mask"], (a["targets"] != st.PAD).astype(np.float32))
+  assert np.all(np.diff(a["targets_mask"], axis=1) <= 0)
+  # Every target ends with exactly one EOS; decoder inputs are BOS + targets shifted right.
+  assert np.all((a["targets"] == st.EOS).sum(1) == 1)
+  np.testing.assert_array_equal(a["decoder_inputs"][:, 0], st.BOS)
+  shifted = a["targets"][:, :-1] * (a["targets_mask"][:, :-1] > 0)
+  np.testing.assert_array_equal(a["decoder_inputs"][:, 1:] * (a["targets_mask"][:, 1:] > 0),
+                                shifted * (a["targets_mask"][:, 1:] > 0))
+  assert a["inputs"].max() < st.vocab_size(10) and a["targets"].max() < st.vocab_size(10)
+  # Variable length: lengths in [2, 6] and not all equal.
+  if name != "addition":
+    lengths = a["inputs_mask"].sum(1)
+    assert lengths.min() >= 2 and lengths.max() <= 6 and len(set(lengths)) > 1
+
+
+@pytest.mark.parametrize("name", ["copy", "reverse", "sort"])
+def test_symbol_tasks_answers(name):
+  d = st.make_task(name, 40, seed=0, length=7, vocab=5, min_length=1)
+  fn = {"copy": lambda s: s, "reverse": lambda s: s[::-1], "sort": sorted}[name]
+  for i in range(40):
+    src = _valid(d["inputs"][i], d["inputs_mask"][i])
+    tgt = _valid(d["targets"][i], d["targets_mask"][i])
+    assert tgt == list(fn(src)) + [st.EOS]
+    assert all(st.OFFSET <= t < st.OFFSET + 5 for t in src)
+
+
+def test_fixed_length_default():
+  d = st.make_task("reverse", 10, seed=1, length=5)
+  assert d["inputs_mask"].sum() == 50   # 10 examples x length 5, no padding
+
+
+def test_addition_answers():
+  d = st.make_task("addition", 200, seed=0, length=3, vocab=10, min_length=1)
+  for i in range(200):
+    src = st.detokenize(d["inputs"][i])
+    a, b = src.split("+")
+    assert st.detokenize(d["targets"][i]) == str(int(a) + int(b))
+    assert len(a) <= 3 and len(b) <= 3 and (a == "0" or a[0] != "0")
+  # Example from the brief: "123+456" -> "579" in the token layout of the module docstring.
+  assert st.detokenize(np.array([5, 6, 7, st.PLUS, 8, 9, 10])) == "123+456"
+
+
+def test_addition_base():
+  d = st.make_task("addition", 50, seed=2, length=4, vocab=2, min_length=4)
+  for i in range(50):
+    a, b = st.detokenize(d["inputs"][i]).split("+")
+    assert int(st.detokenize(d["targets"][i]), 2) == int(a, 2) + int(b, 2)
+
+
+def test_errors():
+  with pytest.raises(ValueError):
+    st.make_task("rotate", 1)
+  with pytest.raises(ValueError):
+    st.make_task("copy", 1, length=4, min_length=5)
