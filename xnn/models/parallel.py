@@ -1,0 +1,228 @@
+"""Parallel (multi-branch) CNNs (lecture 002, "Parallel"), built from `blocks`.
+
+* `googlenet` (Szegedy et al. 2014, Table 1) in torchvision's layout
+  (conv-BN-ReLU everywhere, 3x3 in the "5x5" branch); auxiliary classifiers
+  with ``aux_logits=True``.
+* `inception_v3` (Szegedy et al. 2015, Table 1) in torchvision's layout, 299x299,
+  auxiliary head with ``aux_logits=True`` (the default, as in torchvision).
+* `inception_v4` (Szegedy et al. 2016, Figs. 3-9), timm's layout.
+* `squeezenet1_0`, `squeezenet1_1` (Iandola et al. 2016, Table 1; v1.1 from the
+  SqueezeNet repository), torchvision's layout.
+
+With ``aux_logits`` the models return ``(logits, aux_logits...)`` when
+``train=True`` and only the logits otherwise (as torchvision).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from xnn.models import blocks as B
+from xnn.models.heads import Head
+from xnn.models.layers import ConvBN, conv
+from xnn.models.registry import register
+
+# GoogLeNet Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj) per module.
+GOOGLENET_MODULES = {
+    "3a": (64, 96, 128, 16, 32, 32), "3b": (128, 128, 192, 32, 96, 64),
+    "4a": (192, 96, 208, 16, 48, 64), "4b": (160, 112, 224, 24, 64, 64),
+    "4c": (128, 128, 256, 24, 64, 64), "4d": (112, 144, 288, 32, 64, 64),
+    "4e": (256, 160, 320, 32, 128, 128), "5a": (256, 160, 320, 32, 128, 128),
+    "5b": (384, 192, 384, 48, 128, 128),
+}
+
+
+class GoogLeNet(nn.Module):
+  """GoogLeNet / Inception v1 (Szegedy et al. 2014, Table 1), torchvision layout.
+
+  224 -> conv7x7/2 64 (112) -> pool (56) -> conv1x1 64, conv3x3 192 -> pool (28)
+  -> 3a, 3b (256, 480) -> pool (14) -> 4a..4e (512, 512, 512, 528, 832) -> pool
+  (7) -> 5a, 5b (832, 1024) -> GAP -> dropout 0.2 -> fc. Max pools use
+  ceil_mode as torchvision. ``kernel5=5`` gives the paper's 5x5 branch.
+  6,624,904 parameters at 1000 classes without the auxiliary heads.
+  """
+  num_classes: int = 1000
+  aux_logits: bool = False
+  kernel5: int = 3
+  dropout: float = 0.2
+  head: str = "gap_linear"
+  head_kwargs: Any = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
+    d = self.dtype
+    x = ConvBN(64, 7, 2, dtype=d, name="conv1")(x, train)
+    self.sow("intermediates", "stage1", x)                       # 112x112x64
+    x = B.max_pool(x, 3, 2, ceil_mode=True)
+    x = ConvBN(64, 1, dtype=d, name="conv2")(x, train)
+    x = ConvBN(192, 3, dtype=d, name="conv3")(x, train)
+    self.sow("intermediates", "stage2", x)                       # 56x56x192
+    x = B.max_pool(x, 3, 2, ceil_mode=True)
+    aux = []
+    for stage, names in ((3, ("3a", "3b")), (4, ("4a", "4b", "4c", "4d", "4e")), (5, ("5a", "5b"))):
+      for n in names:
+        if self.aux_logits and train and n in ("4b", "4e"):
+          aux.append(B.InceptionV1Aux(self.num_classes, d, name=f"aux{len(aux) + 1}")(x, train))
+        x = B.InceptionV1(*GOOGLENET_MODULES[n], kernel5=self.kernel5, dtype=d, name=f"inception{n}")(x, train)
+      self.sow("intermediates", f"stage{stage}", x)              # 28x28x480, 14x14x832, 7x7x1024
+      if stage == 3:
+        x = B.max_pool(x, 3, 2, ceil_mode=True)
+      elif stage == 4:
+        x = B.max_pool(x, 2, 2, ceil_mode=True)
+    logits = B.dropout_then_head(self, x, self.dropout, train)
+    return (logits, *aux) if aux else logits
+
+
+class InceptionV3(nn.Module):
+  """Inception-v3 (Szegedy et al. 2015, Table 1), torchvision layout, 299x299 input.
+
+  Stem 299 -> 35x35x192; 3 x InceptionA (35x35x288); InceptionB (17x17x768);
+  4 x InceptionC; InceptionD (8x8x1280); 2 x InceptionE (8x8x2048); GAP;
+  dropout 0.5; fc. The auxiliary classifier (on the 17x17x768 map) is
+  built when ``aux_logits``. 27,161,264 parameters at 1000 classes with the
+  auxiliary head, 23,834,568 without. The smallest input is 75x75.
+  """
+  num_classes: int = 1000
+  aux_logits: bool = True
+  dropout: float = 0.5
+  head: str = "gap_linear"
+  head_kwargs: Any = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> Any:
+    d = self.dtype
+    for i, (f, k, s, p) in enumerate([(32, 3, 2, 0), (32, 3, 1, 0), (64, 3, 1, 1)]):
+      x = ConvBN(f, k, s, p, dtype=d, name=f"stem{i + 1}")(x, train)
+    x = B.max_pool(x, 3, 2)
+    self.sow("intermediates", "stage1", x)                       # 73x73x64
+    x = ConvBN(80, 1, dtype=d, name="stem4")(x, train)
+    x = ConvBN(192, 3, 1, 0, dtype=d, name="stem5")(x, train)
+    x = B.max_pool(x, 3, 2)
+    self.sow("intermediates", "stage2", x)                       # 35x35x192
+    for i, pf in enumerate((32, 64, 64)):
+      x = B.InceptionA(pf, d, name=f"mixed5{'bcd'[i]}")(x, train)
+    self.sow("intermediates", "stage3", x)                       # 35x35x288
+    x = B.InceptionB(d, name="mixed6a")(x, train)
+    for i, c7 in enumerate((128, 160, 160, 192)):
+      x = B.InceptionC(c7, d, name=f"mixed6{'bcde'[i]}")(x, train)
+    self.sow("intermediates", "stage4", x)                       # 17x17x768
+    aux = B.InceptionV3Aux(self.num_classes, d, name="aux")(x, train) if self.aux_logits and train else None
+    x = B.InceptionD(d, name="mixed7a")(x, train)
+    x = B.InceptionE(d, name="mixed7b")(x, train)
+    x = B.InceptionE(d, name="mixed7c")(x, train)
+    self.sow("intermediates", "stage5", x)                       # 8x8x2048
+    logits = B.dropout_then_head(self, x, self.dropout, train)
+    return (logits, aux) if aux is not None else logits
+
+
+class InceptionV4(nn.Module):
+  """Inception-v4 (Szegedy et al. 2016, Fig. 9), timm's layout, 299x299 input.
+
+  Stem (35x35x384) -> 4 x Inception-A -> Reduction-A (17x17x1024) -> 7 x
+  Inception-B -> Reduction-B (8x8x1536) -> 3 x Inception-C -> GAP -> dropout
+  (paper: keep 0.8) -> fc. 42,679,816 parameters at 1000 classes (timm's
+  inception_v4, "42.7M"). The smallest input is 75x75.
+  """
+  num_classes: int = 1000
+  dropout: float = 0.2
+  head: str = "gap_linear"
+  head_kwargs: Any = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    d = self.dtype
+    x = B.InceptionV4Stem(d, name="stem_block")(x, train)
+    self.sow("intermediates", "stem", x)                         # 35x35x384
+    for i in range(4):
+      x = B.InceptionV4A(d, name=f"a{i + 1}")(x, train)
+    self.sow("intermediates", "stage1", x)
+    x = B.ReductionV4A(dtype=d, name="reduction_a")(x, train)
+    for i in range(7):
+      x = B.InceptionV4B(d, name=f"b{i + 1}")(x, train)
+    self.sow("intermediates", "stage2", x)                       # 17x17x1024
+    x = B.ReductionV4B(d, name="reduction_b")(x, train)
+    for i in range(3):
+      x = B.InceptionV4C(d, name=f"c{i + 1}")(x, train)
+    self.sow("intermediates", "stage3", x)                       # 8x8x1536
+    return B.dropout_then_head(self, x, self.dropout, train)
+
+
+# SqueezeNet fire modules: (squeeze, expand1x1, expand3x3); "M" a 3x3/2 ceil-mode max pool.
+SQUEEZENET_CONFIGS = {
+    "1_0": ((96, 7), ("M", (16, 64, 64), (16, 64, 64), (32, 128, 128), "M", (32, 128, 128),
+                      (48, 192, 192), (48, 192, 192), (64, 256, 256), "M", (64, 256, 256))),
+    "1_1": ((64, 3), ("M", (16, 64, 64), (16, 64, 64), "M", (32, 128, 128), (32, 128, 128), "M",
+                      (48, 192, 192), (48, 192, 192), (64, 256, 256), (64, 256, 256))),
+}
+
+
+class SqueezeNet(nn.Module):
+  """SqueezeNet (Iandola et al. 2016, Table 1; v1.1 from the authors' repository).
+
+  conv/2 (96x7x7 in v1.0, 64x3x3 in v1.1) -> fire modules with 3x3/2 max pools
+  -> dropout 0.5 -> 1x1 conv classifier averaged over positions (the ``pixel``
+  head, lecture 002 idea 1). torchvision also applies a ReLU to the per-pixel
+  logits before averaging; the ``pixel`` head does not (same parameters:
+  1,248,424 for v1.0 and 1,235,496 for v1.1 at 1000 classes).
+  """
+  version: str = "1_0"
+  num_classes: int = 1000
+  dropout: float = 0.5
+  head: str = "pixel"
+  head_kwargs: Any = None
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    (f0, k0), layers = SQUEEZENET_CONFIGS[self.version]
+    x = nn.relu(conv(f0, k0, 2, 0, use_bias=True, dtype=self.dtype, name="conv1")(x))
+    stage, fire = 1, 0
+    for layer in layers:
+      if layer == "M":
+        self.sow("intermediates", f"stage{stage}", x)
+        stage += 1
+        x = B.max_pool(x, 3, 2, ceil_mode=True)
+      else:
+        fire += 1
+        x = B.FireModule(*layer, dtype=self.dtype, name=f"fire{fire + 1}")(x)
+    self.sow("intermediates", f"stage{stage}", x)
+    if self.dropout:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return Head(self.num_classes, self.head, dtype=self.dtype, name="head",
+                **(self.head_kwargs or {}))(x, train)
+
+
+@register("googlenet", family="parallel", input_shape=(224, 224, 3))
+def googlenet(**kw: Any) -> nn.Module:
+  """GoogLeNet (Szegedy et al. 2014), torchvision layout."""
+  return GoogLeNet(**kw)
+
+
+@register("inception_v3", family="parallel", input_shape=(299, 299, 3))
+def inception_v3(**kw: Any) -> nn.Module:
+  """Inception-v3 (Szegedy et al. 2015), torchvision layout."""
+  return InceptionV3(**kw)
+
+
+@register("inception_v4", family="parallel", input_shape=(299, 299, 3))
+def inception_v4(**kw: Any) -> nn.Module:
+  """Inception-v4 (Szegedy et al. 2016)."""
+  return InceptionV4(**kw)
+
+
+@register("squeezenet1_0", family="parallel", input_shape=(224, 224, 3), version="1_0")
+def squeezenet1_0(**kw: Any) -> nn.Module:
+  """SqueezeNet 1.0 (Iandola et al. 2016)."""
+  return SqueezeNet(**kw)
+
+
+@register("squeezenet1_1", family="parallel", input_shape=(224, 224, 3), version="1_1")
+def squeezenet1_1(**kw: Any) -> nn.Module:
+  """SqueezeNet 1.1 (2.4x fewer MACs than 1.0, same accuracy)."""
+  return SqueezeNet(**kw)
