@@ -132,6 +132,24 @@ def _image_folder(cfg) -> Dataset:
                  num_classes=builder.info.features["label"].num_classes)
 
 
+def _sequence_task(name: str):
+  def load(cfg) -> Dataset:
+    from xnn.data.sequence_tasks import make_task, vocab_size
+    keys = ("inputs", "decoder_inputs", "targets", "targets_mask")
+    train = make_task(name, cfg.num_train, seed=0, length=cfg.seq_length, vocab=cfg.vocab)
+    test = make_task(name, cfg.num_test, seed=1, length=cfg.seq_length, vocab=cfg.vocab)
+    return Dataset(name, ArraySource({k: train[k] for k in keys}), ArraySource({k: test[k] for k in keys}),
+                   num_classes=vocab_size(cfg.vocab), kind="sequence", input_keys=("inputs", "decoder_inputs"),
+                   label_key="targets", mask_key="targets_mask")
+  load.__doc__ = (f"The {name} task: generated token sequences (xnn.data.sequence_tasks), "
+                  "encoder-decoder with teacher forcing; accuracy is per target token.")
+  return load
+
+
+for _task in ("copy", "reverse", "sort", "addition"):
+  register_dataset(_task)(_sequence_task(_task))
+
+
 class ArraySource:
   """A random-access source over in-memory arrays (grain's data-source protocol)."""
 

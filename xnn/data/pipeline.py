@@ -66,6 +66,7 @@ class Preprocess:
   mean: tuple[float, ...] | None = None
   std: tuple[float, ...] | None = None
   train: bool = False
+  as_sequence: str = ""               # "rows": (B, H, W*C); "pixels": (B, H*W, C)
 
   def crop_range(self, hw: tuple[int, int]) -> tuple[int, int]:
     """Largest (dy, dx) offsets of the training augmentation for images of size ``hw``."""
@@ -93,6 +94,10 @@ class Preprocess:
            else T.center_crop(x, self.crop))
     if self.mean is not None:
       x = T.normalize(x, self.mean, self.std)
+    if self.as_sequence == "rows":
+      x = x.reshape(x.shape[0], x.shape[1], -1)
+    elif self.as_sequence == "pixels":
+      x = x.reshape(x.shape[0], -1, x.shape[-1])
     return {**batch, self.image_key: np.ascontiguousarray(x, np.float32)}
 
 
@@ -101,6 +106,8 @@ def make_preprocess(ds: Dataset, cfg: Any, train: bool) -> Preprocess:
   keys = (*ds.input_keys, ds.label_key) + ((ds.mask_key,) if ds.mask_key else ())
   if ds.kind != "image":
     return Preprocess(keys)
+  if cfg.as_sequence not in ("", "rows", "pixels"):
+    raise ValueError(f"data.as_sequence must be '', 'rows' or 'pixels', got {cfg.as_sequence!r}")
   if cfg.augment not in ("none", "pad_crop_flip", "random_crop"):
     raise ValueError(f"data.augment must be 'none', 'pad_crop_flip' or 'random_crop', got {cfg.augment!r}")
   crop = (cfg.crop_size, cfg.crop_size) if cfg.crop_size else None
@@ -119,7 +126,8 @@ def make_preprocess(ds: Dataset, cfg: Any, train: bool) -> Preprocess:
     raise ValueError(f"data.normalize must be 'per_channel', 'minus_one_one' or 'none', got {cfg.normalize!r}")
   return Preprocess(keys, ds.input_keys[0], ds.pixel_max, (cfg.image_size,) * 2 if cfg.image_size else None,
                     cfg.channels, cfg.augment, cfg.pad, cfg.flip, crop,
-                    None if mean is None else tuple(mean), None if std is None else tuple(std), train)
+                    None if mean is None else tuple(mean), None if std is None else tuple(std), train,
+                    cfg.as_sequence)
 
 
 class HostBatches:

@@ -74,6 +74,8 @@ def supported(ds: Dataset, pre: Preprocess) -> str | None:
     return "only image classification datasets are supported"
   if ds.mask_key:
     return "masked targets are not supported"
+  if pre.as_sequence:
+    return "images read as sequences are not supported"
   if pre.augment not in SUPPORTED_AUGMENT:
     return f"augmentation {pre.augment!r} is not supported"
   return None

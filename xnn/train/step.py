@@ -79,7 +79,8 @@ def make_train_step(model: nn.Module, *, input_keys: tuple[str, ...], label_key:
     if batch_stats is not None:
       variables["batch_stats"] = batch_stats
       mutable.append("batch_stats")
-    return model.apply(variables, *inputs, train=True, rngs={"dropout": rng}, mutable=mutable)
+    rngs = {"dropout": rng, "moe": jax.random.fold_in(rng, 1)}   # moe: noisy top-k gating
+    return model.apply(variables, *inputs, train=True, rngs=rngs, mutable=mutable)
 
   def loss_fn(params, state, batch, rng):
     inputs = tuple(batch[k] for k in input_keys)
