@@ -149,8 +149,11 @@ def test_image_folder(tmp_path):
 
 
 def test_unknown_dataset_lists_the_available_ones():
-  with pytest.raises(KeyError, match="Available datasets: cifar10, cifar100, digits"):
+  with pytest.raises(KeyError, match=r"'cifar11'.*Did you mean 'cifar10'") as e:
     datasets.load_dataset(data_cfg(name="cifar11"))
+  listed = str(e.value).split("Available datasets: ")[1].rstrip("\"'").split(", ")
+  assert listed == sorted(listed)
+  assert {"cifar10", "cifar100", "digits", "mnist", "fashion_mnist", "image_folder"} <= set(listed)
 
 
 def test_resize_matches_jax_image_resize():
