@@ -6,9 +6,13 @@ Command:   xnn train --config configs/seq2seq.py:reverse --workdir runs/reverse_
            (arg: TASK[,MODEL] with MODEL transformer (default) or rnn)
 Data:      20,000 training and 2,000 test examples (fixed seeds) of length 10 over 10
            symbols (addition: two 10-digit numbers), xnn.data.sequence_tasks.
-Recipe:    Adam 1e-3 with warmup + cosine, batch 128, 30 epochs, teacher forcing.
-Expected:  >= 99% token accuracy on sort and reverse with the Transformer (README
-           results table has the measured figures).
+Recipe:    Adam 1e-3 with warmup + cosine, batch 128, 12 epochs, teacher forcing.
+           addition (RNN): two 3-digit numbers, Adam 3e-3, 40 epochs -- generating the
+           sum most-significant digit first, an LSTM needs many more steps than the
+           Transformer needs for sort (10 digits: still at the unigram rate after 12 epochs).
+Expected:  >= 99% token accuracy on sort and reverse with the Transformer (measured
+           100.0%, ~3 min each on a 2-core CPU); addition (RNN) 78.7% teacher-forced and
+           76.8% greedy token accuracy, 17.2% of sums entirely right (95 s).
 """
 
 from xnn.configs.default import get_config as _default
@@ -20,6 +24,10 @@ def get_config(arg: str | None = None):
   c.model.name = "rnn_seq2seq" if model == "rnn" else "transformer_seq2seq"
   c.data.name = task
   c.train.batch_size = 128
-  c.train.num_epochs = 30
+  c.train.num_epochs = 12
   c.optimizer.learning_rate = 1e-3
+  if task == "addition" and model == "rnn":
+    c.data.seq_length = 3
+    c.train.num_epochs = 40
+    c.optimizer.learning_rate = 3e-3
   return c

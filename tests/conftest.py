@@ -14,6 +14,10 @@ import pytest
 
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="xnn_tfds_"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache per test session, shared by the xdist workers and the
+# subprocesses they start (a re-launched run loads its train step instead of compiling it).
+os.environ.setdefault("XNN_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"xnn_test_cache_{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}"))
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -63,15 +63,21 @@ def test_default_job_learns_and_writes_its_outputs(tiny_config, tmp_path):
 
 
 def test_kill_and_resume_is_bit_identical(tmp_path):
-  """SIGTERM a real `xnn train` mid-run; re-running it ends on the uninterrupted run's parameters."""
+  """SIGTERM a real `xnn train` mid-run; re-running it ends on the uninterrupted run's parameters.
+
+  The three processes share a fresh persistent compilation cache: the first compiles, the
+  later ones load its programs (and still end bit-identical)."""
   args = ["--config.train.num_epochs=6", "--config.train.checkpoint_every_steps=7",
           "--config.train.progress_bar=False", "--config.data.augment=pad_crop_flip",
-          "--config.data.flip=False", "--config.data.pad=2"]
+          "--config.data.flip=False", "--config.data.pad=2", "--config.train.compilation_cache_min_s=0"]
   cmd = [sys.executable, "-m", "xnn.cli", "train"]
+  env = {**os.environ, "XNN_CACHE_DIR": str(tmp_path / "cache")}
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  subprocess.run(cmd + [f"--workdir={a}"] + args, check=True, capture_output=True, timeout=600, cwd=REPO)
+  subprocess.run(cmd + [f"--workdir={a}"] + args, check=True, capture_output=True, timeout=600, cwd=REPO,
+                 env=env)
   proc = subprocess.Popen(cmd + [f"--workdir={b}"] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          cwd=REPO)
+                          cwd=REPO, env=env)
   deadline = time.time() + 300
   while time.time() < deadline:
     recs = read_metrics(os.path.join(b, "metrics.jsonl"))
@@ -84,7 +90,8 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
   assert b"stopped by SIGTERM" in err
   stopped_at, _ = final_params(b)
   assert 30 <= stopped_at < 132
-  resumed = subprocess.run(cmd + [f"--workdir={b}"] + args, capture_output=True, timeout=600, cwd=REPO)
+  resumed = subprocess.run(cmd + [f"--workdir={b}"] + args, capture_output=True, timeout=600, cwd=REPO,
+                           env=env)
   assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
   assert f"Resuming from the checkpoint at step {stopped_at}".encode() in resumed.stdout
   step_a, params_a = final_params(a)
@@ -94,6 +101,12 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
   # The resumed run's log has each step once.
   steps = [r["step"] for r in read_metrics(os.path.join(b, "metrics.jsonl")) if r["type"] == "train"]
   assert steps == sorted(set(steps))
+  # Compile time is reported apart from step time; only the first process compiled the step.
+  compiles = [r for d in (a, b) for r in read_metrics(os.path.join(d, "metrics.jsonl")) if r["type"] == "compile"]
+  assert len(compiles) == 3 and all(r["compilation_cache"] == str(tmp_path / "cache" / "jax") for r in compiles)
+  assert compiles[0]["cache_hits"] == 0 and compiles[0]["cache_misses"] >= 1 and compiles[0]["xla_compile_s"] > 0
+  assert compiles[1]["cache_hits"] >= 1 and compiles[2]["cache_hits"] >= 1
+  assert compiles[2]["cache_misses"] == 0
   fa, fb = (json.load(open(os.path.join(d, "final.json"))) for d in (a, b))
   assert fa["test_accuracy"] == fb["test_accuracy"] and fa["test_loss"] == fb["test_loss"]
 

@@ -15,7 +15,7 @@ import dataclasses
 import io
 import json
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -86,12 +86,28 @@ def group_runs(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
   return groups
 
 
-def _mean_range(vals: list[float]) -> str:
+def mean_range(vals: list[float], digits: int = 4) -> str:
+  """``mean (min–max)`` of ``vals``; the value alone for one, ``–`` for none."""
   if not vals:
     return "–"
   if len(vals) == 1:
-    return f"{vals[0]:.4f}"
-  return f"{np.mean(vals):.4f} ({min(vals):.4f}–{max(vals):.4f})"
+    return f"{vals[0]:.{digits}f}"
+  return f"{np.mean(vals):.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
+
+
+def experiment_main(argv: list[str], doc: str, build: Callable[[str], tuple[dict, str, str]]) -> int:
+  """Command line of an experiment's ``plots.py FOLDER``: ``build(folder)`` returns
+  ``({png_name: draw(path)}, table_name, markdown)``; the PNGs and the table are written
+  into the folder (atomically) and the table is printed."""
+  if len(argv) != 1:
+    print(doc)
+    return 2
+  figures, table_name, text = build(argv[0])
+  for name, draw in figures.items():
+    draw(os.path.join(argv[0], name))
+  atomic_write(os.path.join(argv[0], table_name), text)
+  print(text)
+  return 0
 
 
 def markdown_table(runs: list[RunRecord]) -> str:
@@ -105,7 +121,7 @@ def markdown_table(runs: list[RunRecord]) -> str:
     params = ", ".join(f"{p:,}" for p in sorted({int(r.final["params"]) for r in done})) or "–"
     macs = ", ".join(f"{m:,}" for m in sorted({int(r.final["macs"]) for r in done if r.final.get("macs")})) or "–"
     best = f"{np.mean(bests):.4f}" if bests else "–"
-    lines.append(f"| {label} | {len(done)}/{len(rs)} | {_mean_range(finals)} | {best} | {wall} | {params} | {macs} |")
+    lines.append(f"| {label} | {len(done)}/{len(rs)} | {mean_range(finals)} | {best} | {wall} | {params} | {macs} |")
   return "\n".join(lines) + "\n"
 
 
@@ -120,7 +136,8 @@ def pareto_front(costs: list[float], accs: list[float]) -> list[int]:
   return front
 
 
-def _save(fig, path: str) -> None:
+def save_figure(fig, path: str) -> None:
+  """Writes a matplotlib figure as PNG atomically (no half-written file) and closes it."""
   import matplotlib.pyplot as plt
   buf = io.BytesIO()
   fig.tight_layout()
@@ -145,7 +162,7 @@ def plot_curves(runs: list[RunRecord], path: str) -> None:
   ax.set_ylabel("test accuracy")
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7)
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def plot_pareto(runs: list[RunRecord], path: str) -> None:
@@ -168,7 +185,7 @@ def plot_pareto(runs: list[RunRecord], path: str) -> None:
     ax.set_ylabel("final test accuracy")
     ax.grid(alpha=0.3)
     ax.legend()
-  _save(fig, path)
+  save_figure(fig, path)
 
 
 def write_report(sweep_dir: str) -> str:

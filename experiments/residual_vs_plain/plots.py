@@ -10,20 +10,19 @@ beside the paper's published errors).
 
 from __future__ import annotations
 
-import io
 import os
+import re
 import sys
-
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from xnn.report import collect  # noqa: E402
-from xnn.train.metrics import atomic_write  # noqa: E402
+from xnn.references import HE2015_CIFAR10_TEST_ERROR as PAPER_ERROR  # noqa: E402
+from xnn.report import collect, experiment_main, mean_range, save_figure  # noqa: E402
 
-# He et al. 2015, Table 6 (CIFAR-10 test error %, residual networks; 110: best of 5 runs,
-# mean 6.61 +- 0.16). The plain networks appear only in Figure 6.
-PAPER_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56": 6.97, "resnet110": 6.43}
+
+def _depth(name: str) -> int:
+  """plain56 / resnet56 -> 56."""
+  return int(re.search(r"\d+$", name).group())
 
 
 def figure6(runs, path: str) -> None:
@@ -34,7 +33,7 @@ def figure6(runs, path: str) -> None:
   colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
   for ax, kind in zip(axes, ("plain", "resnet")):
     names = sorted({r.config["model.name"] for r in runs if r.config["model.name"].startswith(kind)},
-                   key=lambda n: int(n[len(kind):]))
+                   key=_depth)
     for i, name in enumerate(names):
       rs = [r for r in runs if r.config["model.name"] == name]
       r = rs[0]
@@ -49,39 +48,28 @@ def figure6(runs, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
   axes[0].set_ylabel("error (%)  (dashed: training, solid: test)")
-  buf = io.BytesIO()
-  fig.tight_layout()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  atomic_write(path, buf.getvalue())
+  save_figure(fig, path)
 
 
 def table6(runs) -> str:
   lines = ["| network | depth | params | runs | our test error % (mean, min–max) | paper test error % |",
            "|---|---|---|---|---|---|"]
-  names = sorted({r.config["model.name"] for r in runs}, key=lambda n: (n.startswith("resnet"), int(n.lstrip("plainres"))))
+  names = sorted({r.config["model.name"] for r in runs}, key=lambda n: (n.startswith("resnet"), _depth(n)))
   for name in names:
     rs = [r for r in runs if r.config["model.name"] == name and r.final]
     errs = [100 * (1 - r.final["test_accuracy"]) for r in rs]
-    ours = "–" if not errs else (f"{errs[0]:.2f}" if len(errs) == 1 else
-                                 f"{np.mean(errs):.2f} ({min(errs):.2f}–{max(errs):.2f})")
+    ours = mean_range(errs, 2)
     paper = f"{PAPER_ERROR[name]:.2f}" if name in PAPER_ERROR else "Fig. 6 only"
     params = f"{int(rs[0].final['params']):,}" if rs else "–"
-    lines.append(f"| {name} | {name.lstrip('plainres')} | {params} | {len(rs)} | {ours} | {paper} |")
+    lines.append(f"| {name} | {_depth(name)} | {params} | {len(rs)} | {ours} | {paper} |")
   return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) != 1:
-    print(__doc__)
-    return 2
-  runs = collect(argv[0])
-  figure6(runs, os.path.join(argv[0], "figure6.png"))
-  text = table6(runs)
-  atomic_write(os.path.join(argv[0], "table6.md"), text)
-  print(text)
-  return 0
-
+  def build(folder):
+    runs = collect(folder)
+    return {"figure6.png": lambda path: figure6(runs, path)}, "table6.md", table6(runs)
+  return experiment_main(argv, __doc__, build)
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))

@@ -57,6 +57,9 @@ def main(argv: list[str]) -> int:
   import jax
   if jax.process_index() != 0:
     return 0
+  if result.greedy_token_accuracy is not None:
+    print(f"greedy decoding (no teacher forcing): token accuracy {result.greedy_token_accuracy:.4f}, "
+          f"sequence accuracy {result.greedy_sequence_accuracy:.4f}")
   print(f"done: step {result.step}, test accuracy {result.test_accuracy:.4f}, "
         f"test loss {result.test_loss:.4f}, {result.wall_time_s:.1f} s, {result.params:,} parameters; "
         f"outputs in {workdir}")

@@ -61,6 +61,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.device_resident_max_mb = 1024  # on: only if the float32 set fits in this per device
   c.train.steps_per_dispatch = 0   # device-resident: steps per lax.scan dispatch (0: auto)
   c.train.label_smoothing = 0.0
+  c.train.compilation_cache = "user"   # user | workdir | off | DIR: JAX's persistent cache (xnn/train/compilation.py)
+  c.train.compilation_cache_min_s = 0.5  # store programs that took at least this long to compile
+  c.train.compilation_cache_max_gb = 4.0 # LRU bound (and file-locked for parallel runs); <= 0: unbounded
   c.train.progress_bar = True
 
   c.optimizer = ml_collections.ConfigDict()

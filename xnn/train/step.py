@@ -129,3 +129,28 @@ def make_eval_step(model: nn.Module, *, input_keys: tuple[str, ...], label_key: 
     return {"loss_sum": loss_sum, "correct": correct, "count": total}
 
   return eval_step
+
+
+def make_greedy_eval_step(model: nn.Module, *, max_len: int, label_key: str = "targets",
+                          mask_key: str = "targets_mask") -> Callable:
+  """Sequence-to-sequence evaluation without teacher forcing.
+
+  Returns ``greedy_step(state, batch) -> sums``: the model's ``decode(inputs, max_len)``
+  produces tokens from BOS alone, each step fed its own previous prediction; a token is
+  correct where it equals the target at a valid position (answer tokens and EOS), a
+  sequence where all of its valid positions are correct.
+  """
+
+  def greedy_step(state: TrainState, batch: dict[str, jax.Array]):
+    variables = {"params": state.params}
+    if state.batch_stats is not None:
+      variables["batch_stats"] = state.batch_stats
+    tokens, _ = model.apply(variables, batch["inputs"], max_len, method="decode")
+    w = _weights(batch, label_key, mask_key)
+    right = (tokens == batch[label_key]).astype(jnp.float32) * w
+    seq_valid = (jnp.sum(w, -1) > 0).astype(jnp.float32)
+    seq_right = (jnp.sum(right, -1) == jnp.sum(w, -1)).astype(jnp.float32) * seq_valid
+    return {"token_correct": jnp.sum(right), "token_count": jnp.sum(w),
+            "sequence_correct": jnp.sum(seq_right), "sequence_count": jnp.sum(seq_valid)}
+
+  return greedy_step

@@ -28,7 +28,8 @@ from xnn.train import resident as resident_lib
 from xnn.train import config as config_lib
 from xnn.train.metrics import MetricsWriter, atomic_write
 from xnn.train.schedules import create_learning_rate_fn, create_optimizer
-from xnn.train.step import create_train_state, make_eval_step, make_train_step
+from xnn.train.compilation import CompileTimer, enable_persistent_cache
+from xnn.train.step import create_train_state, make_eval_step, make_greedy_eval_step, make_train_step
 
 
 class TrainingInterrupted(Exception):
@@ -50,6 +51,9 @@ class Result:
   train_accuracy: float
   wall_time_s: float
   params: int
+  # sequence-to-sequence models: accuracy of greedy decoding (no teacher forcing)
+  greedy_token_accuracy: float | None = None
+  greedy_sequence_accuracy: float | None = None
   state: Any = None
 
 
@@ -180,6 +184,11 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
 
   Resumes from the newest checkpoint in ``workdir``. Returns the final metrics.
   """
+  with CompileTimer() as timer:
+    return _train_and_evaluate(config, workdir, dataset, timer)
+
+
+def _train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None, timer: CompileTimer) -> Result:
   t_start = time.time()
   # --- config ---------------------------------------------------------------
   cfg = config_lib.resolve(config)
@@ -198,8 +207,10 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
     if not cfg.optimizer[key] > 0:
       raise ValueError(f"optimizer.{key} must be > 0, got {cfg.optimizer[key]}")
 
-  # --- workdir --------------------------------------------------------------
+  # --- workdir, compilation cache ---------------------------------------------
   _check_workdir(workdir)
+  cache_dir = enable_persistent_cache(cfg.train.compilation_cache, workdir, cfg.train.compilation_cache_min_s,
+                                      cfg.train.compilation_cache_max_gb)
   if jax.process_index() == 0:
     atomic_write(os.path.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
 
@@ -294,6 +305,21 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
     return writer.write("eval", step, epoch=step / steps_per_epoch, test_loss=sums["loss_sum"] / n,
                         test_accuracy=sums["correct"] / n, test_examples=int(n))
 
+  def evaluate_greedy(state, step):
+    """Sequence-to-sequence: token and whole-sequence accuracy of greedy decoding."""
+    greedy_step = jax.jit(make_greedy_eval_step(model, max_len=eval_data[0][ds.label_key].shape[1],
+                                                label_key=ds.label_key, mask_key=ds.mask_key),
+                          in_shardings=(replicated, batch_sharding), out_shardings=replicated)
+    sums = None
+    for b in eval_data:
+      out = greedy_step(state, to_global(b))
+      sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    sums = jax.device_get(sums)
+    acc = {"greedy_token_accuracy": float(sums["token_correct"]) / max(float(sums["token_count"]), 1.0),
+           "greedy_sequence_accuracy": float(sums["sequence_correct"]) / max(float(sums["sequence_count"]), 1.0)}
+    writer.write("eval_greedy", step, **acc)
+    return acc
+
   # --- loop -----------------------------------------------------------------
   from tqdm.auto import tqdm
   bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
@@ -348,7 +374,8 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
       if compile_s is None:
         jax.block_until_ready(metrics)
         compile_s = time.time() - t0
-        writer.write("compile", step + n, train_step_compile_and_first_step_s=compile_s)
+        writer.write("compile", step + n, train_step_compile_and_first_step_s=compile_s,
+                     compilation_cache=cache_dir, **timer.totals())
         t_log = time.time()
       else:
         n_log += n
@@ -368,6 +395,7 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
         flush(step)
         last_eval = evaluate(state, step)
         writer.plot()
+        t_log = time.time()      # evaluation is not training time
         if jax.process_index() == 0:
           bar.write(f"step {step}/{total_steps} epoch {step / steps_per_epoch:.1f}: "
                     f"train loss {last['loss']:.4f} acc {last['accuracy']:.4f} | "
@@ -375,6 +403,7 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
       if crossed(ckpt_every, before, step) or step == total_steps:
         flush(step)
         ckpt.save(manager, step, state, data_iter)
+        t_log = time.time()      # nor is checkpointing
       if preempt.signum is not None:
         flush(step)
         if manager.latest_step() != step:
@@ -389,12 +418,14 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
     writer.plot()
   if manager.latest_step() != step:
     ckpt.save(manager, step, state, data_iter)
+  greedy = evaluate_greedy(state, step) if "decoder_inputs" in ds.input_keys and hasattr(model, "decode") else {}
   train_acc = [r for r in writer.records if r["type"] == "epoch"] if writer.enabled else []
   result = Result(step=step, epoch=step / steps_per_epoch, test_accuracy=float(last_eval["test_accuracy"]),
                   test_loss=float(last_eval["test_loss"]),
                   train_accuracy=float(train_acc[-1]["train_accuracy"]) if train_acc else float("nan"),
-                  wall_time_s=time.time() - t_start, params=num_params, state=state)
-  writer.write("final", step, **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("state", "step")})
+                  wall_time_s=time.time() - t_start, params=num_params, state=state, **greedy)
+  writer.write("final", step, **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("state", "step")},
+               **{f"total_{k}": v for k, v in timer.totals().items()})
   writer.close()
   if jax.process_index() == 0:
     summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "state"}

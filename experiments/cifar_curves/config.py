@@ -1,0 +1,92 @@
+"""CIFAR-10 accuracy curves: He et al. 2015's ResNets and the course recipes, with references.
+
+Argument: ``RECIPE[,MODE]``; RECIPE ``resnets`` or ``course``, MODE ``full`` (default),
+``quick`` or ``tiny``.
+
+Full (GPU/TPU, needs CIFAR-10):
+    python experiments/cifar_curves/run.py --workdir runs/curves
+    (or one recipe: xnn sweep experiments/cifar_curves/config.py:resnets --workdir runs/curves/resnets)
+Quick (the same pipelines on the bundled digits; about 10 minutes on a 2-core CPU):
+    python experiments/cifar_curves/run.py --quick --workdir runs/curves_quick
+
+``resnets``: configs/cifar10_resnet.py (He et al. 2015 sec. 4.2: batch 128, SGD 0.9,
+wd 1e-4, lr 0.1 /10 at 32k and 48k, 64k iterations, pad-4 crop + flip, BN over 64
+images) for ResNet-20/32/44/56 and ResNet-110, which starts at lr 0.01 for 400
+iterations (the paper: "until the training error is below 80%") then returns to 0.1.
+Expected (Table 6, test error %): 8.75, 7.51, 7.17, 6.97, 6.43. Runtime on one H100:
+roughly 0.5 h (ResNet-20) to 2 h (ResNet-110) each.
+
+``course``: configs/cifar10_course.py (../shared/seeds/000_*: 28x28 random crops + flip,
+(x-0.5)/0.5, Adam 1e-3, batch 32, 5-epoch linear warmup from 1e-5 then a quarter
+cosine to 1e-5, per epoch) for MobileNet V2 (28x28 homework net, 30 epochs; expected
+0.8933) and the pre-activation ResNetV2b (60 epochs; expected 0.914).
+
+The quick mode keeps every recipe's optimiser, schedule shape and augmentation, on the
+digits: 16x16 for the ResNets (12 epochs, lr /10 at 2/3 and 5/6), 32x32 with 28x28 crops
+and no flip for the course nets (8 epochs, 2 of warmup). The reference lines on its
+plots are still the CIFAR-10 figures, drawn for orientation only.
+"""
+
+import importlib.util
+import os
+
+from xnn import sweep as s
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56")
+COURSE = {"mobilenet_v2_28": 30, "resnet_v2b": 60}
+RECIPES = ("resnets", "course")
+MODES = ("full", "quick", "tiny")
+
+
+def _recipe(file: str):
+  spec = importlib.util.spec_from_file_location(f"_xnn_{file}", os.path.join(REPO, "configs", f"{file}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config
+
+
+def _parse(arg: str | None) -> tuple[str, str]:
+  recipe, _, mode = (arg or "resnets").partition(",")
+  mode = mode or "full"
+  if recipe not in RECIPES or mode not in MODES:
+    raise ValueError(f"arg must be RECIPE[,MODE] with RECIPE in {RECIPES} and MODE in {MODES}, got {arg!r}")
+  return recipe, mode
+
+
+def get_config(arg: str | None = None):
+  recipe, mode = _parse(arg)
+  if recipe == "resnets":
+    c = _recipe("cifar10_resnet")("resnet20")
+    c.train.bn_stats = "groups"          # BN over 64 images, as on the paper's two GPUs
+    c.train.bn_group_size = 64
+    if mode != "full":                   # digits 16x16; 12 (tiny: 2) epochs of 11 steps
+      c.data.name, c.data.image_size, c.data.channels = "digits", 16, 3
+      c.data.pad, c.data.flip = 2, False
+      c.train.num_steps = 0
+      c.train.num_epochs = 12 if mode == "quick" else 2
+      c.train.log_every_steps = 11
+      c.schedule.boundaries = "88,110" if mode == "quick" else "15,19"
+  else:
+    c = _recipe("cifar10_course")("mobilenet_v2_28")
+    if mode != "full":                   # digits 32x32, 28x28 crops; 8 (tiny: 2) epochs
+      c.data.name, c.data.image_size, c.data.channels = "digits", 32, 3
+      c.data.flip = False
+      c.train.num_epochs = 8 if mode == "quick" else 2
+      c.schedule.warmup = 2.0 if mode == "quick" else 1.0
+  return c
+
+
+def get_sweep(arg: str | None = None):
+  recipe, mode = _parse(arg)
+  if recipe == "resnets":
+    if mode == "tiny":
+      return s.values("model.name", ["resnet20"])
+    runs = s.values("model.name", RESNETS if mode == "full" else RESNETS[:2])
+    if mode == "full":    # ResNet-110: lr 0.01 for the first 400 iterations, then the recipe
+      runs.append({"model.name": "resnet110", "optimizer.learning_rate": 0.01,
+                   "schedule.boundaries": "400,32000,48000", "schedule.scales": "10,0.1,0.1"})
+    return runs
+  if mode == "full":
+    return s.zip(s.values("model.name", list(COURSE)), s.values("train.num_epochs", list(COURSE.values())))
+  return s.values("model.name", list(COURSE) if mode == "quick" else ["mobilenet_v2_28"])

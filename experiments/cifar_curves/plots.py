@@ -1,0 +1,87 @@
+"""Test-accuracy curves of a cifar_curves folder, with the published accuracies as lines.
+
+    python experiments/cifar_curves/plots.py WORKDIR
+
+Reads WORKDIR/resnets and WORKDIR/course (either may be missing) and writes
+WORKDIR/curves.png -- one panel per recipe, test accuracy against epochs, each
+network's published CIFAR-10 accuracy (xnn.references) a dashed line of its colour --
+and WORKDIR/table.md: final-epoch test accuracy (mean, min–max over seeds; never the
+best epoch) beside the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from xnn.references import reference_accuracy  # noqa: E402
+from xnn.report import collect, experiment_main, mean_range, save_figure  # noqa: E402
+
+TITLES = {"resnets": "He et al. 2015 recipe", "course": "course recipe (000_*)"}
+
+
+def _recipes(workdir: str) -> dict[str, list]:
+  found = {r: collect(os.path.join(workdir, r)) for r in TITLES if os.path.isdir(os.path.join(workdir, r))}
+  if not found:
+    raise FileNotFoundError(f"no recipe folders ({', '.join(TITLES)}) with runs in {workdir!r}")
+  return found
+
+
+def _by_model(runs) -> dict[str, list]:
+  out: dict[str, list] = {}
+  for r in runs:
+    out.setdefault(r.config["model.name"], []).append(r)
+  return out
+
+
+def curves(recipes: dict[str, list], path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(recipes), figsize=(6.5 * len(recipes), 4.5), squeeze=False)
+  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  for ax, (recipe, runs) in zip(axes[0], recipes.items()):
+    data = {r.config.get("data.name", "?") for r in runs}
+    for i, (name, rs) in enumerate(sorted(_by_model(runs).items())):
+      c = colors[i % len(colors)]
+      for j, r in enumerate(rs):
+        ev = r.evals
+        ax.plot([x["epoch"] for x in ev], [100 * x["test_accuracy"] for x in ev], "-", color=c, lw=1.5,
+                label=name if j == 0 else None)
+      ref = reference_accuracy(name)
+      if ref is not None:
+        ax.axhline(100 * ref[0], color=c, ls="--", lw=1, label=f"{name}: {100 * ref[0]:.2f}% ({ref[1]}, CIFAR-10)")
+    ax.set_title(f"{TITLES[recipe]} on {', '.join(sorted(data))}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  save_figure(fig, path)
+
+
+def table(recipes: dict[str, list]) -> str:
+  lines = ["| recipe | data | network | params | runs | epochs | final test accuracy % (mean, min–max) "
+           "| reference % (CIFAR-10) |", "|---|---|---|---|---|---|---|---|"]
+  for recipe, runs in recipes.items():
+    for name, rs in sorted(_by_model(runs).items()):
+      done = [r for r in rs if r.final]
+      acc = [100 * r.final["test_accuracy"] for r in done]
+      ours = mean_range(acc, 2)
+      ref = reference_accuracy(name)
+      epochs = f"{done[0].final['epoch']:.0f}" if done else "–"
+      params = f"{int(done[0].final['params']):,}" if done else "–"
+      lines.append(f"| {recipe} | {rs[0].config.get('data.name', '?')} | {name} | {params} | {len(done)} | {epochs} "
+                   f"| {ours} | {f'{100 * ref[0]:.2f} ({ref[1]})' if ref else '–'} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+  def build(folder):
+    recipes = _recipes(folder)
+    return {"curves.png": lambda path: curves(recipes, path)}, "table.md", table(recipes)
+  return experiment_main(argv, __doc__, build)
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))
