@@ -88,44 +88,14 @@ def bare_step(model_name: str, batch: int, steps: int) -> float:
 def torch_resnet20(batch: int, steps: int) -> float | None:
   try:
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
   except ImportError:
     return None
   torch.set_num_threads(os.cpu_count() or 1)
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  from throughput import torch_model   # the same option-A ResNet-20 as throughput.py
 
-  class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-      super().__init__()
-      self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-      self.b1 = nn.BatchNorm2d(cout)
-      self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-      self.b2 = nn.BatchNorm2d(cout)
-      self.stride, self.extra = stride, cout - cin
-
-    def forward(self, x):
-      y = F.relu(self.b1(self.c1(x)))
-      y = self.b2(self.c2(y))
-      if self.stride != 1 or self.extra:
-        x = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-      return F.relu(y + x)
-
-  class ResNet20(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-      layers, cin = [], 16
-      for s, w in enumerate((16, 32, 64)):
-        for b in range(3):
-          layers.append(Block(cin, w, 2 if s and not b else 1))
-          cin = w
-      self.body = nn.Sequential(*layers)
-      self.fc = nn.Linear(64, 10)
-
-    def forward(self, x):
-      return self.fc(self.body(self.stem(x)).mean((2, 3)))
-
-  net = ResNet20()
+  net = torch_model("resnet20")
   assert sum(p.numel() for p in net.parameters()) == 269_722
   opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
   x = torch.randn(batch, 3, 32, 32)

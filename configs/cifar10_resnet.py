@@ -6,7 +6,8 @@ Recipe:    batch 128, SGD momentum 0.9, weight decay 1e-4, lr 0.1 divided by 10 
            32k and 48k iterations, stop at 64k; 4-pixel zero padding, random 32x32
            crop and horizontal flip; per-channel normalisation (the paper subtracts
            the per-pixel mean; see experiments/ for the exact variant).
-Runtime:   64k steps: about 40 min for ResNet-20 on one modern GPU; do not run this
+Runtime:   64k steps x 128 images: ~12 min for ResNet-20 at the 11.7k images/s measured on an
+           H100 (benchmarks/RESULTS.md; a full run was not timed); do not run this
            on a CPU (use the digits configs there).
 Expected:  ResNet-20 8.75% test error, ResNet-32 7.51%, ResNet-44 7.17%,
            ResNet-56 6.97%, ResNet-110 6.43% (paper, Table 6).

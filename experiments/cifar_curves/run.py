@@ -19,7 +19,7 @@ from xnn import launchers  # noqa: E402
 
 
 def main(argv=None) -> int:
-  p = launchers.experiment_argparser(__doc__, "digits on a CPU, about 10 minutes")
+  p = launchers.experiment_argparser(__doc__, "digits on a CPU, minutes")
   p.add_argument("--recipes", default="resnets,course", help="comma-separated subset of resnets,course")
   a = p.parse_args(argv)
   mode = ",quick" if a.quick else ",tiny" if a.tiny else ""

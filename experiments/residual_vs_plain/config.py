@@ -1,10 +1,10 @@
 """He et al. 2015, sec. 4.2: plain vs residual networks of depth 20, 32, 44, 56 on CIFAR-10.
 
-Full (GPU/TPU, needs CIFAR-10; ~40 min per ResNet-20 run, ~2 h per 56-layer run on one GPU):
+Full (GPU/TPU, needs CIFAR-10; runtime: see configs/cifar10_resnet.py):
     xnn sweep experiments/residual_vs_plain/config.py:full --workdir runs/rvp --parallel 1
     python experiments/residual_vs_plain/plots.py runs/rvp
 Quick (the same pipeline on the bundled digits, upscaled to 16x16, depths 20 and 56;
-about 10 minutes on a 2-core CPU):
+350 s measured on a 2-core CPU):
     python experiments/residual_vs_plain/run.py --quick --workdir runs/rvp_quick
 
 Recipe (all in the config, none in code): batch 128, SGD momentum 0.9, weight decay
