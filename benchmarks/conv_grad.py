@@ -1,22 +1,25 @@
-"""Convolution gradients on XLA:CPU: XLA's own vs ``xnn.ops.conv`` (tap products).
+"""Convolution gradients on XLA:CPU: XLA's own vs ``xnn.ops.conv``.
 
-    python benchmarks/conv_grad.py [--runs 7] [--steps 10] [--method auto|taps|im2col]
-                                   [--extra] [--compare-methods] [--skip-layers] [--skip-model]
+    python benchmarks/conv_grad.py [--runs 7] [--steps 10] [--method auto|conv|taps|im2col]
+                                   [--extra] [--compare-methods] [--in-loop] [--torch]
+                                   [--skip-layers] [--skip-model]
 
-Per layer shape (NHWC input, HWIO 3x3 kernel, padding 1): milliseconds of the jitted
+Per layer shape (NHWC input, HWIO kernel, 'same' padding): milliseconds of the jitted
 forward, input gradient and weight gradient with XLA's convolution vs xnn's, the
 weight-gradient speed-up, and the largest weight-gradient difference relative to its
-scale.  Then a full ResNet-20 train step (batch 128, SGD momentum, BN) built with
-Flax's default conv vs with ``nn.Conv(conv_general_dilated=xnn.ops.conv_general_dilated)``
-(a subclass swapped in for ``flax.linen.Conv`` during model construction; xnn/models is
-not edited).  Times are medians of ``--runs`` runs after one warm-up; compare the
-ratios, which are measured in the same run on a shared machine.
+scale.  ``--in-loop`` also times each weight gradient inside a ``lax.scan`` of 8
+iterations (per iteration), where XLA:CPU's own is slow (jax-ml/jax#12868).
+``--torch`` times the same layers in PyTorch (oneDNN, channels-last).  Then a
+full ResNet-20 train step (batch 128, SGD momentum, BN), the model zoo's convolutions
+with XLA's convolution forced (``use_xla_conv``) vs xnn's, as one step per dispatch
+and as 8 steps in one ``lax.scan``.  Times are medians of ``--runs`` runs after one
+warm-up; compare the ratios, which are measured in the same run on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import os
 import statistics
 import time
 
@@ -41,16 +44,26 @@ def _median_ms(f, *args, runs: int) -> float:
   return 1e3 * statistics.median(ts)
 
 
-def layer_times(conv_fn, x, w, g, stride, pad, groups, runs):
-  """(forward, input-grad, weight-grad) ms and the weight gradient of ``conv_fn``."""
+LOOP = 8
+
+
+def layer_times(conv_fn, x, w, g, stride, pad, groups, runs, in_loop=False):
+  """(forward, input-grad, weight-grad[, weight-grad in a scan, per iteration]) ms, and dW."""
   def f(x, w):
     return conv_fn(x, w, (stride, stride), ((pad, pad), (pad, pad)), dimension_numbers=DN,
                    feature_group_count=groups)
   fwd = jax.jit(f)
   dx = jax.jit(lambda x, w, g: jax.vjp(lambda x: f(x, w), x)[1](g)[0])
-  dw = jax.jit(lambda x, w, g: jax.vjp(lambda w: f(x, w), w)[1](g)[0])
-  return (_median_ms(fwd, x, w, runs=runs), _median_ms(dx, x, w, g, runs=runs),
-          _median_ms(dw, x, w, g, runs=runs), dw(x, w, g))
+  dw_fn = lambda x, w, g: jax.vjp(lambda w: f(x, w), w)[1](g)[0]
+  dw = jax.jit(dw_fn)
+  out = [_median_ms(fwd, x, w, runs=runs), _median_ms(dx, x, w, g, runs=runs),
+         _median_ms(dw, x, w, g, runs=runs)]
+  if in_loop:   # a carried scalar makes every iteration depend on the last (no hoisting)
+    def looped(x, w, g):
+      body = lambda c, _: (c + 1e-9 * dw_fn(x + c, w, g)[0, 0, 0, 0], None)
+      return lax.scan(body, jnp.float32(0), None, length=LOOP)[0]
+    out.append(_median_ms(jax.jit(looped), x, w, g, runs=max(1, runs // 2)) / LOOP)
+  return (*out, dw(x, w, g))
 
 
 RESNET_SHAPES = [  # (name, N, H, Cin, Cout, k, stride, groups)
@@ -73,10 +86,60 @@ EXTRA_SHAPES = [
 ]
 
 
-def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False) -> None:
+def torch_layer_times(n, h, c, o, k, s, grp, runs):
+  """PyTorch (channels-last, all cores) forward / input-grad / weight-grad ms of one layer."""
+  import torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  p = k // 2
+  x = torch.randn(n, c, h, h).to(memory_format=torch.channels_last).requires_grad_(True)
+  w = (torch.randn(o, c // grp, k, k) / np.sqrt(k * k * c / grp)).requires_grad_(True)
+  conv = lambda: torch.nn.functional.conv2d(x, w, None, s, p, 1, grp)   # noqa: E731
+  y = conv()
+  g = torch.randn_like(y)
+  def med(f):
+    f()
+    ts = []
+    for _ in range(runs):
+      t = time.perf_counter()
+      f()
+      ts.append(time.perf_counter() - t)
+    return 1e3 * statistics.median(ts)
+  with torch.no_grad():
+    fwd = med(conv)
+  dx = med(lambda: torch.autograd.grad(conv(), x, g))
+  dw = med(lambda: torch.autograd.grad(conv(), w, g))
+  return fwd, dx - fwd, dw - fwd           # the gradient calls include a forward
+
+
+def bench_torch(runs: int, extra: bool) -> None:
+  """Per layer: xnn's total (fwd + dx + dW) ms vs PyTorch's, in the same run."""
+  try:
+    import torch
+  except ImportError:
+    print("torch is not installed: no PyTorch comparison")
+    return
+  print(f"\nPer layer, xnn (XLA:CPU + xnn.ops.conv) vs PyTorch {torch.__version__} (channels-last, oneDNN), ms:")
+  print(f"{'layer':30s} {'fwd xnn':>8s} {'fwd pt':>8s} {'dx xnn':>8s} {'dx pt':>8s} {'dw xnn':>8s} "
+        f"{'dw pt':>8s} {'all xnn':>8s} {'all pt':>8s} {'pt/xnn':>7s}")
+  rng = np.random.default_rng(0)
+  for name, n, h, c, o, k, s, grp in RESNET_SHAPES + (EXTRA_SHAPES if extra else []):
+    p = k // 2
+    x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
+    w = jnp.asarray(rng.standard_normal((k, k, c // grp, o)) / np.sqrt(k * k * c / grp), jnp.float32)
+    ho = (h + 2 * p - k) // s + 1
+    g = jnp.asarray(rng.standard_normal((n, ho, ho, o)), jnp.float32)
+    fb, xb, wb, _ = layer_times(xconv.conv_general_dilated, x, w, g, s, p, grp, runs)
+    ft, xt, wt = torch_layer_times(n, h, c, o, k, s, grp, runs)
+    print(f"{name:30s} {fb:8.2f} {ft:8.2f} {xb:8.2f} {xt:8.2f} {wb:8.2f} {wt:8.2f} "
+          f"{fb + xb + wb:8.2f} {ft + xt + wt:8.2f} {(ft + xt + wt) / (fb + xb + wb):7.2f}", flush=True)
+
+
+def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False,
+                 in_loop: bool = False) -> None:
   """Prints per-layer forward / input-grad / weight-grad ms, XLA vs xnn."""
   print(f"{'layer':30s} {'fwd xla':>8s} {'fwd xnn':>8s} {'dx xla':>8s} {'dx xnn':>8s} "
-        f"{'dw xla':>8s} {'dw xnn':>8s} {'dw x':>6s} {'dw rel err':>10s}")
+        f"{'dw xla':>8s} {'dw xnn':>8s} {'dw x':>6s} {'dw rel err':>10s}"
+        + (f" {'loop xla':>9s} {'loop xnn':>9s} {'loop x':>7s}" if in_loop else ""))
   rng = np.random.default_rng(0)
   for name, n, h, c, o, k, s, grp in RESNET_SHAPES + (EXTRA_SHAPES if extra else []):
     p = k // 2
@@ -85,14 +148,15 @@ def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False) 
                     jnp.float32)
     ho = (h + 2 * p - k) // s + 1
     g = jnp.asarray(rng.standard_normal((n, ho, ho, o)), jnp.float32)
-    fa, xa, wa, ra = layer_times(lax.conv_general_dilated, x, w, g, s, p, grp, runs)
-    fb, xb, wb, rb = layer_times(xconv.conv_general_dilated, x, w, g, s, p, grp, runs)
+    fa, xa, wa, *la, ra = layer_times(lax.conv_general_dilated, x, w, g, s, p, grp, runs, in_loop)
+    fb, xb, wb, *lb, rb = layer_times(xconv.conv_general_dilated, x, w, g, s, p, grp, runs, in_loop)
     err = float(jnp.max(jnp.abs(ra - rb)) / jnp.max(jnp.abs(ra)))
+    loop = f" {la[0]:9.2f} {lb[0]:9.2f} {la[0] / lb[0]:7.1f}" if in_loop else ""
     print(f"{name:30s} {fa:8.2f} {fb:8.2f} {xa:8.2f} {xb:8.2f} {wa:8.2f} {wb:8.2f} "
-          f"{wa / wb:6.2f} {err:10.1e}", flush=True)
+          f"{wa / wb:6.2f} {err:10.1e}{loop}", flush=True)
     if compare_methods:
       res = []
-      for meth in (("taps", "taps_t", "im2col") if grp == 1 else ("taps", "taps_dot")):
+      for meth in (("conv", "taps", "taps_t", "im2col") if grp == 1 else ("taps", "taps_dot")):
         pads = ((p, p), (p, p))
         f = jax.jit(lambda x, g, meth=meth: xconv.weight_grad(
             x, g, w.shape, (s, s), pads, (1, 1), grp, method=meth))
@@ -100,55 +164,54 @@ def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False) 
       print(f"{'':30s} weight-grad formulations alone (ms): " + ", ".join(res), flush=True)
 
 
-@contextlib.contextmanager
-def patched_flax_conv(conv_fn):
-  """Within the block, ``flax.linen.Conv`` defaults to ``conv_general_dilated=conv_fn``."""
-  import flax.linen as nn
-  orig = nn.Conv
+def train_step_ms(force_xla: bool, batch: int, steps: int, model_name: str = "resnet20",
+                  per_dispatch: int = 1):
+  """Median ms per step of a jitted ResNet train step (SGD momentum, weight decay).
 
-  class Conv(orig):  # same class name, so auto-generated parameter names do not change
-    conv_general_dilated: object = conv_fn
-
-  nn.Conv = Conv
-  try:
-    yield
-  finally:
-    nn.Conv = orig
-
-
-def train_step_ms(conv_fn, batch: int, steps: int, model_name: str = "resnet20"):
-  """Median ms of a jitted ResNet train step (SGD momentum, weight decay) using conv_fn."""
+  ``force_xla``: the zoo's convolutions traced under ``use_xla_conv()`` (XLA's own
+  gradients) instead of ``xnn.ops.conv``.  ``per_dispatch`` > 1: that many steps in
+  one ``lax.scan`` (as the device-resident loop runs them).
+  """
   import optax
   from xnn import models
   from xnn.train.step import create_train_state, make_train_step
-  with patched_flax_conv(conv_fn):
+  with xconv.use_xla_conv(force_xla):
     model = models.build(model_name, num_classes=10)
     tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
     state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
-    step = jax.jit(make_train_step(model, input_keys=("image",), label_key="label",
-                                   mask_key=None, lr_fn=lambda s: 0.1))
+    step = make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
+                           lr_fn=lambda s: 0.1)
     rng = np.random.default_rng(0)
     b = {"image": jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32),
          "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
     key = jax.random.key(1)
-    new_state, m = step(state, b, key)
+    if per_dispatch > 1:
+      run = jax.jit(lambda st: lax.scan(lambda s, _: step(s, b, key), st, None, length=per_dispatch))
+    else:
+      run = jax.jit(lambda st: step(st, b, key))
+    new_state, m = run(state)            # traced (and compiled) inside the context
     jax.block_until_ready(m)
-    ts = []
-    for _ in range(steps):
-      t = time.perf_counter()
-      _, m = step(state, b, key)
-      jax.block_until_ready(m)
-      ts.append(time.perf_counter() - t)
-  return 1e3 * statistics.median(ts), new_state
+  ts = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    _, m = run(state)
+    jax.block_until_ready(m)
+    ts.append(time.perf_counter() - t)
+  return 1e3 * statistics.median(ts) / per_dispatch, new_state
 
 
 def bench_model(batch: int, steps: int) -> None:
-  ta, sa = train_step_ms(lax.conv_general_dilated, batch, steps)
-  tb, sb = train_step_ms(xconv.conv_general_dilated, batch, steps)
+  ta, sa = train_step_ms(True, batch, steps)
+  tb, sb = train_step_ms(False, batch, steps)
   diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), sa.params, sb.params)
   print(f"\nResNet-20 train step, batch {batch}: XLA conv {ta:.1f} ms ({batch / ta * 1e3:.0f} img/s),"
         f" xnn conv {tb:.1f} ms ({batch / tb * 1e3:.0f} img/s), speed-up {ta / tb:.2f}x;"
-        f" max |param difference| after one step {max(jax.tree.leaves(diffs)):.1e}")
+        f" max |param difference| after one step {max(jax.tree.leaves(diffs)):.1e}", flush=True)
+  n = 8
+  la, _ = train_step_ms(True, batch, max(1, steps // 4), per_dispatch=n)
+  lb, _ = train_step_ms(False, batch, max(1, steps // 4), per_dispatch=n)
+  print(f"ResNet-20, {n} steps per lax.scan dispatch: XLA conv {la:.1f} ms/step ({batch / la * 1e3:.0f} img/s),"
+        f" xnn conv {lb:.1f} ms/step ({batch / lb * 1e3:.0f} img/s), speed-up {la / lb:.2f}x")
 
 
 def main() -> int:
@@ -158,9 +221,13 @@ def main() -> int:
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--extra", action="store_true",
                   help="also stems, 1x1, grouped and depthwise layers")
-  ap.add_argument("--method", default="auto", choices=("auto", "taps", "taps_t", "im2col"))
+  ap.add_argument("--method", default="auto", choices=("auto", "conv", "taps", "taps_t", "im2col"))
+  ap.add_argument("--in-loop", action="store_true",
+                  help="also time each weight gradient inside a lax.scan")
   ap.add_argument("--compare-methods", action="store_true",
                   help="also time each weight-gradient formulation alone")
+  ap.add_argument("--torch", action="store_true",
+                  help="also time each layer in PyTorch (same run) and compare")
   ap.add_argument("--skip-layers", action="store_true")
   ap.add_argument("--skip-model", action="store_true")
   a = ap.parse_args()
@@ -168,7 +235,9 @@ def main() -> int:
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.devices()[0].device_kind},"
         f" weight-grad method {a.method}")
   if not a.skip_layers:
-    bench_layers(a.runs, a.extra, a.compare_methods)
+    bench_layers(a.runs, a.extra, a.compare_methods, a.in_loop)
+  if a.torch:
+    bench_torch(a.runs, a.extra)
   if not a.skip_model:
     bench_model(a.batch, a.steps)
   return 0

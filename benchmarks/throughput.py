@@ -33,6 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import finish  # noqa: E402
 
 SETUPS = {"resnet20": (128, (32, 32, 3)), "resnet50": (32, (224, 224, 3))}
 
@@ -177,10 +179,7 @@ def main() -> int:
         row["jax_over_torch"] = row["jax_bare_images_per_s"] / row["torch_images_per_s"]
       out["rows"].append(row)
       print(json.dumps(row), flush=True)
-  if a.json:
-    with open(a.json, "w") as f:
-      json.dump(out, f, indent=2)
-  return 0
+  return finish(out, a.json)
 
 
 if __name__ == "__main__":

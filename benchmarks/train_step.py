@@ -9,7 +9,8 @@
 * bare step:  the same jitted train step on one batch already on the device, in a
               Python loop -- the ceiling for the loop (target: loop >= 0.95 x bare).
 * resident:   (``--resident``) the same loop with the training set on the device
-              (``train.device_resident=on``, 8 steps per dispatch).
+              (``train.device_resident=on``, 8 steps per dispatch), and its ceiling,
+              the bare step run 8 times in one ``lax.scan`` on one device batch.
 * PyTorch:    an equivalent ResNet-20 (option A shortcuts, BN, SGD momentum 0.9,
               weight decay 1e-4) training loop on the same CPU, when torch is
               installed; eager mode, all cores.
@@ -20,7 +21,6 @@ Prints one table and the ratios; results are recorded in benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -32,12 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import finish, median_train_rate  # noqa: E402
+
 
 def xnn_loop(model: str, batch: int, steps: int, resident: str = "off") -> float:
   from xnn.configs.default import get_config
   from xnn.data import from_arrays
   from xnn.train import train_and_evaluate
-  from xnn.train.metrics import read_metrics
   rng = np.random.default_rng(0)
   n = batch * 8
   x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
@@ -56,20 +58,24 @@ def xnn_loop(model: str, batch: int, steps: int, resident: str = "off") -> float
   c.schedule.name = "constant"
   with tempfile.TemporaryDirectory() as wd:
     train_and_evaluate(c, wd, dataset=ds)
-    recs = [r for r in read_metrics(os.path.join(wd, "metrics.jsonl")) if r["type"] == "train"]
-  rates = [r["examples_per_sec"] for r in recs[1:]]     # the first interval holds the compile
-  return statistics.median(rates)
+    return median_train_rate(wd)
 
 
-def bare_step(model_name: str, batch: int, steps: int) -> float:
+def bare_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1) -> float:
   import optax
   from xnn import models
   from xnn.train.step import create_train_state, make_train_step
   model = models.build(model_name, num_classes=10)
   tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
   state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
-  step = jax.jit(make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
-                                 lr_fn=lambda s: 0.1), donate_argnums=0)
+  one = make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
+                        lr_fn=lambda s: 0.1)
+  if per_dispatch > 1:
+    def many(state, b, key):
+      return jax.lax.scan(lambda s, _: one(s, b, key), state, None, length=per_dispatch)
+    step = jax.jit(many, donate_argnums=0)
+  else:
+    step = jax.jit(one, donate_argnums=0)
   rng = np.random.default_rng(0)
   b = {"image": jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32),
        "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
@@ -77,12 +83,12 @@ def bare_step(model_name: str, batch: int, steps: int) -> float:
   state, m = step(state, b, key)
   jax.block_until_ready(m)
   times = []
-  for _ in range(steps):
+  for _ in range(max(1, steps // per_dispatch)):
     t = time.perf_counter()
     state, m = step(state, b, key)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
-  return batch / statistics.median(times)
+  return batch * per_dispatch / statistics.median(times)
 
 
 def torch_resnet20(batch: int, steps: int) -> float | None:
@@ -92,7 +98,6 @@ def torch_resnet20(batch: int, steps: int) -> float | None:
   except ImportError:
     return None
   torch.set_num_threads(os.cpu_count() or 1)
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from throughput import torch_model   # the same option-A ResNet-20 as throughput.py
 
   net = torch_model("resnet20")
@@ -126,7 +131,9 @@ def main() -> int:
   res["bare_images_per_s"] = bare_step(a.model, a.batch, a.steps)
   res["xnn_loop_images_per_s"] = xnn_loop(a.model, a.batch, a.steps)
   if a.resident:
+    res["bare_scan8_images_per_s"] = bare_step(a.model, a.batch, a.steps, per_dispatch=8)
     res["xnn_resident_images_per_s"] = xnn_loop(a.model, a.batch, a.steps, "on")
+    res["resident_over_bare_scan8"] = res["xnn_resident_images_per_s"] / res["bare_scan8_images_per_s"]
     res["resident_over_streaming"] = res["xnn_resident_images_per_s"] / res["xnn_loop_images_per_s"]
   res["torch_images_per_s"] = torch_resnet20(a.batch, a.steps) if a.model == "resnet20" else None
   res["loop_over_bare"] = res["xnn_loop_images_per_s"] / res["bare_images_per_s"]
@@ -134,12 +141,11 @@ def main() -> int:
     import torch
     res["torch"] = torch.__version__
     res["xnn_over_torch"] = res["xnn_loop_images_per_s"] / res["torch_images_per_s"]
+    if a.resident:
+      res["xnn_resident_over_torch"] = res["xnn_resident_images_per_s"] / res["torch_images_per_s"]
   for k, v in res.items():
     print(f"{k:>24}: {v:.4g}" if isinstance(v, float) else f"{k:>24}: {v}")
-  if a.json:
-    with open(a.json, "w") as f:
-      json.dump(res, f, indent=2)
-  return 0
+  return finish(res, a.json)
 
 
 if __name__ == "__main__":

@@ -15,18 +15,14 @@ Needs:     CIFAR-10 downloaded by TFDS (network), or the original
            cifar-10-binary.tar.gz in --config.data.manual_dir.
 """
 
+from xnn.configs.default import cifar10_pad_crop_flip
 from xnn.configs.default import get_config as _default
 
 
 def get_config(arg: str | None = None):
   c = _default()
   c.model.name = arg or "resnet20"
-  c.data.name = "cifar10"
-  c.data.image_size = 0
-  c.data.channels = 0
-  c.data.augment = "pad_crop_flip"
-  c.data.pad = 4
-  c.data.flip = True
+  cifar10_pad_crop_flip(c)
   c.train.batch_size = 128
   c.train.num_steps = 64_000
   c.train.eval_every_epochs = 1

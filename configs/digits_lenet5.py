@@ -1,7 +1,7 @@
 """LeNet-5 on the bundled UCI digits (the embedded default, as a file to copy).
 
 Command:   xnn train --config configs/digits_lenet5.py --workdir runs/digits_lenet5
-Runtime:   about 30 s on a 2-core CPU (20 epochs of 22 steps, compilation included).
+Runtime:   about 15-20 s on a 2-core CPU (20 epochs of 22 steps, compilation included).
 Expected:  test accuracy about 0.98 (>= 0.97); see the README results table.
 """
 

@@ -75,6 +75,13 @@ EXACT = {
     "resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018,
     "resnet110": 1_727_962, "resnet1202": 19_421_274,
     "plain20": 269_722, "plain32": 464_154, "plain44": 658_586, "plain56": 853_018, "plain110": 1_727_962,
+    # Page's ResNet-9 (davidcpage/cifar10-fast, net(): prep 64, layer1 128 + residual,
+    # layer2 256, layer3 512 + residual, Linear(512, 10, bias=False)): conv weights
+    # 1,728 + 73,728 + 2 x 147,456 + 294,912 + 1,179,648 + 2 x 2,359,296 = 6,563,520,
+    # BN weight + bias 2 x (64 + 3 x 128 + 256 + 3 x 512) = 4,480, linear 5,120.
+    "resnet9": 6_573_120,
+    "resnet9_tiny": (27 * 8 + 72 * 16 + 2 * 144 * 16 + 144 * 16 + 144 * 32 + 2 * 288 * 32
+                     + 2 * (8 + 3 * 16 + 16 + 3 * 32) + 32 * 10),
 }
 
 
@@ -341,6 +348,12 @@ def test_dpn_shapes(name, chans):
       (56, 56, chans[0]), (28, 28, chans[1]), (14, 14, chans[2]), (7, 7, chans[3])]
 
 
+def test_resnet9_shapes():
+  # Page's network: prep at 32x32, each layer's max-pool halves the map: 16, 8, 4.
+  got = shapes(models.build("resnet9"), (32, 32, 3))
+  assert got == {"stem": (32, 32, 64), "stage1": (16, 16, 128), "stage2": (8, 8, 256), "stage3": (4, 4, 512)}
+
+
 def test_resnet_v2b_shapes():
   got = shapes(models.build("resnet_v2b"), (28, 28, 3))
   assert [got[k] for k in ("stem", "stage1", "stage2", "stage3")] == [
@@ -482,6 +495,7 @@ REAL_STEP = {
     # values makes the gradient explode (|g| ~ 5e4) and the SGD step overflow.
     "inception_resnet": (lambda: R.InceptionResNetV2((1, 1, 1), num_classes=10), (139, 139, 3)),
     "dual_path": (lambda: R.DPN(16, 16, 4, (2, 1, 1, 1), (8, 8, 8, 8), num_classes=10), (32, 32, 3)),
+    "resnet9": (lambda: models.build("resnet9_tiny"), (32, 32, 3)),
 }
 
 

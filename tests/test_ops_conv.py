@@ -18,10 +18,11 @@ from xnn.ops import conv_general_dilated, conv_general_dilated_for_backend, use_
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-@pytest.fixture
-def always_custom(monkeypatch):
-  """Route every supported layer through the custom weight gradient (no auto rule)."""
-  monkeypatch.setattr(xconv, "WGRAD_METHOD", "taps")
+@pytest.fixture(params=["taps", "conv"])
+def always_custom(monkeypatch, request):
+  """Every supported layer with one weight-gradient formulation (no auto rule): each test twice."""
+  monkeypatch.setattr(xconv, "WGRAD_METHOD", request.param)
+  return request.param
 
 
 def _close(ours, ref, what):
@@ -58,6 +59,7 @@ CASES = [
     ((2, 9, 9, 4), (3, 3, 2, 6), (2, 2), ((1, 2), (0, 1)), 2, (1, 1)),        # groups 2, strided
     ((2, 9, 9, 6), (3, 3, 1, 6), (1, 1), ((1, 1), (1, 1)), 6, (1, 1)),        # depthwise
     ((2, 9, 9, 4), (3, 3, 1, 8), (2, 2), ((1, 1), (1, 1)), 4, (1, 1)),        # depthwise x2
+    ((2, 11, 10, 4), (3, 3, 1, 4), (2, 1), ((2, 1), (1, 2)), 4, (2, 1)),      # depthwise, dilated
     ((2, 11, 11, 3), (3, 3, 3, 4), (1, 1), ((2, 2), (2, 2)), 1, (2, 2)),      # dilation 2
     ((2, 12, 12, 4), (3, 3, 2, 4), (2, 2), ((2, 2), (1, 2)), 2, (2, 2)),      # dil 2, groups, s2
     ((2, 7, 7, 5), (1, 1, 5, 7), (1, 1), ((0, 0), (0, 0)), 1, (1, 1)),        # 1x1
@@ -71,7 +73,10 @@ CASES = [
 @pytest.mark.parametrize("x_shape,k_shape,strides,padding,groups,dil", CASES)
 def test_value_and_grads_match_xla(always_custom, x_shape, k_shape, strides, padding, groups, dil):
   jaxpr = _check(x_shape, k_shape, strides, padding, groups, dil, seed=len(x_shape) + sum(k_shape))
-  assert "custom_vjp_call" in jaxpr          # the custom gradient really ran
+  if k_shape[-2] == 1 and groups == x_shape[-1]:   # depthwise: tap products, JAX's own gradient
+    assert "conv_general_dilated" not in jaxpr and "custom_vjp_call" not in jaxpr
+  else:
+    assert "custom_vjp_call" in jaxpr          # the custom gradient really ran
 
 
 @pytest.mark.parametrize("method", ["im2col", "taps_t"])
@@ -104,6 +109,7 @@ def test_flax_dimension_numbers(always_custom):
     dict(padding=((-1, 1), (1, 1))),
 ])
 def test_unsupported_falls_back_to_xla(always_custom, kw):
+  kw = dict(kw)   # (the parametrised dict is shared by both formulations)
   dn = kw.pop("dn", NHWC)
   padding = kw.pop("padding", ((1, 1), (1, 1)))
   x_shape, k_shape = ((2, 4, 8, 8), (5, 4, 3, 3)) if dn[0] == "NCHW" else ((2, 8, 8, 4), (3, 3, 4, 5))
@@ -119,19 +125,55 @@ def test_batch_group_count_falls_back(always_custom):
                                 lax.conv_general_dilated(x, w, **args))
 
 
-def test_auto_rule_routes_slow_layers_to_xla():
-  x = jnp.ones((2, 8, 8, 16))
-  jp = lambda f: str(jax.make_jaxpr(f)(x))
-  s1 = jp(lambda a: conv_general_dilated(a, jnp.ones((3, 3, 16, 16)), (1, 1), "SAME",
-                                         dimension_numbers=NHWC))
-  s2 = jp(lambda a: conv_general_dilated(a, jnp.ones((3, 3, 16, 16)), (2, 2), "SAME",
-                                         dimension_numbers=NHWC))
-  pw = jp(lambda a: conv_general_dilated(a, jnp.ones((1, 1, 16, 32)), (1, 1), "SAME",
-                                         dimension_numbers=NHWC))
-  dwc = jp(lambda a: conv_general_dilated(a, jnp.ones((3, 3, 1, 16)), (1, 1), "SAME",
-                                          dimension_numbers=NHWC, feature_group_count=16))
-  assert "custom_vjp_call" not in s1
-  assert all("custom_vjp_call" in j for j in (s2, pw, dwc))
+def test_auto_rule():
+  """Tap products where they measured faster (benchmarks/RESULTS.md), the canonical conv elsewhere."""
+  assert xconv._auto_method((1, 1), 1, (3, 3), 16) == "conv"      # dense stride-1 3x3
+  assert xconv._auto_method((1, 1), 1, (7, 7), 3) == "conv"       # stem
+  assert xconv._auto_method((2, 2), 1, (3, 3), 3) == "conv"       # strided 3-channel stem
+  assert xconv._auto_method((2, 2), 1, (3, 3), 16) == "taps"      # strided
+  assert xconv._auto_method((1, 1), 1, (1, 1), 64) == "taps"      # 1x1
+  assert xconv._auto_method((1, 1), 32, (3, 3), 128) == "taps"    # grouped / depthwise
+  _check((2, 9, 9, 16), (3, 3, 16, 8), (1, 1), ((1, 1), (1, 1)))   # auto, both methods in one net
+  _check((2, 9, 9, 16), (3, 3, 16, 8), (2, 2), ((1, 1), (1, 1)))
+
+
+def _hlo_conv_labels(fn, *args):
+  """dim_labels of every convolution in the optimised HLO of jit(fn)."""
+  import re
+  txt = jax.jit(fn).lower(*args).compile().as_text()
+  return re.findall(r"convolution\(.*?dim_labels=([\w>-]+)", txt)
+
+
+def test_gradients_stay_canonical_inside_scan():
+  """Regression guard for the 4-100x in-loop slowdown (jax-ml/jax#12868).
+
+  Inside a loop body XLA:CPU leaves the gradient convolutions JAX emits in their
+  non-canonical forms (weight gradient ``f01b_i01o->01bf``, input gradient with a
+  ``01oi`` kernel) and runs them as naive loops; ours are written in the canonical
+  ``b01f_01io->b01f`` form, which it runs with its convolution kernel.
+  """
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.standard_normal((4, 10, 10, 8)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 8, 8)), jnp.float32) / 8
+
+  def steps(conv, stride):
+    def loss(w, x):
+      return jnp.sum(jnp.tanh(conv(x, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=NHWC)))
+    def run(w, x):
+      def body(c, _):
+        gw, gx = jax.grad(loss, argnums=(0, 1))(*c)
+        return (c[0] - 0.01 * gw, c[1] - 0.01 * gx), None
+      return lax.scan(body, (w, x), None, length=3)[0]
+    return run
+
+  for stride in (1, 2):   # stride 2: tap-product weight gradient, lhs-dilated input gradient
+    ours = _hlo_conv_labels(steps(conv_general_dilated, stride), w, x)
+    ref = _hlo_conv_labels(steps(lax.conv_general_dilated, stride), w, x)
+    assert len(ours) == 3 - (stride == 2) and set(ours) == {"b01f_01io->b01f"}, ours
+    assert set(ref) != {"b01f_01io->b01f"}, ref    # what the custom gradients avoid
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 jax.jit(steps(conv_general_dilated, stride))(w, x),
+                 jax.jit(steps(lax.conv_general_dilated, stride))(w, x))
 
 
 def test_backend_selection_and_switches(monkeypatch):
@@ -142,7 +184,7 @@ def test_backend_selection_and_switches(monkeypatch):
   x, w = jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 8))
   # a fresh function per trace: the switches act at trace time (cached traces keep theirs)
   jaxpr = lambda: str(jax.make_jaxpr(
-      lambda a: conv_general_dilated(a, w, (2, 2), "SAME", dimension_numbers=NHWC))(x))
+      lambda a: xconv.backend_conv(a, w, (2, 2), "SAME", dimension_numbers=NHWC))(x))
   assert "custom_vjp_call" in jaxpr()
   with use_xla_conv():
     assert conv_general_dilated_for_backend("cpu") is lax.conv_general_dilated
@@ -162,7 +204,7 @@ def test_weight_grad_direct_depthwise_and_grouped():
     f = lambda w: lax.conv_general_dilated(x, w, (2, 1), pads, None, (1, 2), NHWC, groups)
     y, vjp = jax.vjp(f, w)
     g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
-    for method in ("taps", "taps_dot"):
+    for method in ("taps", "taps_dot", "conv"):
       got = xconv.weight_grad(x, g, ks, (2, 1), pads, (1, 2), groups, method=method)
       _close(got, vjp(g)[0], f"weight_grad groups={groups} {method}")
 
@@ -212,11 +254,11 @@ class SmallCNN(nn.Module):
     x = nn.relu(c(16, (1, 1), use_bias=False)(x))
     x = nn.relu(c(16, (3, 3), strides=(2, 2), kernel_dilation=(2, 2), padding=((2, 1), (2, 1)),
                   feature_group_count=2)(x))
-    x = nn.relu(c(16, (3, 3), padding="SAME")(x))                             # auto: XLA's
+    x = nn.relu(c(16, (3, 3), padding="SAME")(x))                             # auto: "conv"
     return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
 
 
-@pytest.mark.parametrize("method", ["auto", "taps"])
+@pytest.mark.parametrize("method", ["auto", "taps", "conv"])
 def test_flax_model_jit_grad_matches_xla(monkeypatch, method):
   monkeypatch.setattr(xconv, "WGRAD_METHOD", method)
   rng = np.random.default_rng(6)

@@ -82,9 +82,19 @@ def test_resident_run_is_deterministic_and_resumes(tiny_config, tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_auto_mode_streams_on_cpu_and_on_rejects_sequences(tiny_config, tmp_path):
+def test_auto_mode_is_resident_when_it_fits_and_on_rejects_sequences(tiny_config, tmp_path):
+  c = tiny_config
+  c.train.num_steps, c.data.image_size = 1, 16
+  modes = {}
+  for name, max_mb in (("fits", 1024), ("too_big", 1)):   # the digits at 16x16x3 float32: 4.2 MB
+    c.train.device_resident_max_mb = max_mb
+    train_and_evaluate(c, str(tmp_path / name))
+    modes[name] = [r["mode"] for r in read_metrics(str(tmp_path / name / "metrics.jsonl")) if r["type"] == "input"]
+  assert modes == {"fits": ["device_resident"], "too_big": ["streaming"]}
+  c.train.device_resident = "on"
+  with pytest.raises(ValueError, match=r"cannot be device-resident: 4 MB per device > train.device_resident_max_mb"):
+    train_and_evaluate(c, str(tmp_path / "on"))
   rng = np.random.default_rng(0)
   seq = from_arrays(rng.random((64, 5, 3)), rng.integers(0, 2, 64), rng.random((8, 5, 3)), rng.integers(0, 2, 8))
-  tiny_config.train.device_resident = "on"
   with pytest.raises(ValueError, match="cannot be device-resident: only image"):
-    train_and_evaluate(tiny_config, str(tmp_path), dataset=seq)
+    train_and_evaluate(tiny_config, str(tmp_path / "seq"), dataset=seq)

@@ -88,3 +88,16 @@ def test_piecewise_with_resnet110_warmup():
   s.scales = "10,0.1"
   with pytest.raises(ValueError, match="2 entries for 3 boundaries"):
     create_learning_rate_fn(s, 0.01, 391, 64000)
+
+
+@pytest.mark.parametrize("steps_per_epoch", [97, 10])
+def test_warmup_linear_is_pages_piecewise_linear(steps_per_epoch):
+  """Page's ResNet-9 recipe (cifar10-fast): lr = np.interp(step / batches, [0, 5, 24], [0, 0.4, 0])."""
+  s = get_config().schedule
+  s.name, s.unit, s.warmup, s.init_value, s.end_value = "warmup_linear", "step", 5.0, 0.0, 0.0
+  total = 24 * steps_per_epoch
+  fn = create_learning_rate_fn(s, 0.4, steps_per_epoch, total)
+  steps = np.arange(total + 1)
+  want = np.interp(steps / steps_per_epoch, [0, 5, 24], [0, 0.4, 0])
+  got = np.array([float(fn(int(i))) for i in steps])
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

@@ -1,5 +1,6 @@
 """The training job end to end: outputs, resume, errors, data parallelism."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -310,3 +312,35 @@ def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
   assert s1 == s2 == 6
   for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
     assert np.max(np.abs(x - y)) <= 1e-5 * max(1.0, float(np.max(np.abs(x))))
+
+
+def test_cifar10_fast_config_runs_pages_recipe_on_mock_cifar10(tmp_path):
+  """configs/cifar10_fast.py end to end (ResNet-9 recipe, bf16, device-resident) on TFDS mock data."""
+  from xnn.train import config as config_lib
+  spec = importlib.util.spec_from_file_location("cifar10_fast", os.path.join(REPO, "configs", "cifar10_fast.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = config_lib.resolve(mod.get_config())
+  assert (c.model.name, c.train.batch_size, c.train.num_epochs) == ("resnet9", 512, 24)
+  assert (c.optimizer.name, c.optimizer.nesterov, c.optimizer.learning_rate, c.optimizer.weight_decay) == (
+      "sgd", True, 0.4, 5e-4)
+  assert (c.schedule.name, c.schedule.warmup) == ("warmup_linear", 5.0)
+  c = mod.get_config("2")                    # a 2-epoch run: the peak moves to 5/24 of it
+  assert c.schedule.warmup == 5.0 * 2 / 24
+  with pytest.raises(ValueError, match="EPOCHS >= 1"):
+    mod.get_config("0")
+  c.model.name = "resnet9_tiny"
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.train.batch_size, c.train.eval_batch_size, c.train.progress_bar = 16, 16, False
+  c.train.compilation_cache = "off"
+  with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
+    r = train_and_evaluate(c, str(tmp_path / "run"))
+  recs = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+  assert [x["mode"] for x in recs if x["type"] == "input"] == ["device_resident"]
+  assert r.step == 4 and np.isfinite(r.test_loss)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(r.state.params))
+  # Logged once per dispatch of 2 steps: the mean rate of the one-cycle over steps 0-1 and 2-3
+  # (2 steps an epoch; peak 0.4 at 5/24 x 2 epochs x 2 steps = step 0.83; 0 at step 4).
+  lr = np.interp(np.arange(4), [0, 5 / 24 * 4, 4], [0, 0.4, 0])
+  np.testing.assert_allclose([x["learning_rate"] for x in recs if x["type"] == "train"],
+                             [lr[:2].mean(), lr[2:].mean()], rtol=1e-5)

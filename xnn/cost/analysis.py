@@ -347,8 +347,11 @@ def saved_residual_bytes(f: Callable, *args: Any) -> int:
   consumers instead of storing.
   """
   from jax._src import ad_checkpoint as adc
+  from xnn.ops.conv import use_xla_conv
   total = 0
-  for aval, why in adc.saved_residuals(f, *args):
+  with use_xla_conv():           # as trace(): the mathematics, not the CPU formulation
+    residuals = adc.saved_residuals(f, *args)
+  for aval, why in residuals:
     if "from the argument" in why or why.startswith(("output of broadcast_in_dim", "output of iota")):
       continue
     total += math.prod(aval.shape) * np.dtype(aval.dtype).itemsize

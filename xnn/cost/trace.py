@@ -263,9 +263,30 @@ def _while(g: Graph, node: Node, eqn, path: str) -> None:
   node.counts = body.total().scale(n) + cond.total().scale(n + 1)
 
 
+def _dce(closed):
+  """The jaxpr without equations whose results nothing uses (XLA removes them too).
+
+  E.g. a custom-VJP backward pass that computes the gradient of an input that needs
+  none: JAX keeps that equation in the jaxpr, XLA never runs it.  Uses JAX's
+  own dead-code elimination (an internal API: without it, nothing is removed).
+  """
+  try:
+    from jax._src.interpreters import partial_eval as pe
+    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars), instantiate=True)
+  except Exception:  # noqa: BLE001 - a JAX version without it: count everything
+    return closed
+  return jcore.ClosedJaxpr(jaxpr, closed.consts)
+
+
 def trace(fn, *args, kinds_per_arg: list[str] | None = None) -> Graph:
-  """make_jaxpr(fn)(*args) on abstract shapes -> Graph; `kinds_per_arg` labels each arg."""
-  closed = jax.make_jaxpr(fn)(*args)
+  """make_jaxpr(fn)(*args) on abstract shapes, dead code removed -> Graph.
+
+  Convolutions are traced as XLA's own (``use_xla_conv``): the CPU formulations of
+  ``xnn.ops.conv`` compute the same mathematics, and a report must not depend on the
+  backend it was made on.  `kinds_per_arg` labels each arg."""
+  from xnn.ops.conv import use_xla_conv
+  with use_xla_conv():
+    closed = _dce(jax.make_jaxpr(fn)(*args))
   kinds: list[str] = []
   for i, a in enumerate(args):
     leaves = jax.tree.leaves(a)

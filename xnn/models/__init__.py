@@ -9,6 +9,7 @@ from xnn.models.registry import MODELS, ModelInfo, build, info, names, register
 # Families register themselves on import.
 from xnn.models import serial as _serial  # noqa: F401
 from xnn.models import residual as _residual  # noqa: F401
+from xnn.models import resnet9 as _resnet9  # noqa: F401
 from xnn.models import attention as _attention  # noqa: F401
 from xnn.models import seq2seq as _seq2seq  # noqa: F401
 from xnn.models import parallel as _parallel  # noqa: F401

@@ -25,6 +25,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from xnn.models.layers import Conv
+
 HEADS = ("gap_linear", "flatten_mlp", "pixel", "spatial_gap")
 
 
@@ -53,7 +55,7 @@ class Head(nn.Module):
           x = nn.Dropout(self.dropout, deterministic=not train)(x)
       return nn.Dense(self.num_classes, dtype=self.dtype, name="fc_out")(x)
     if self.kind == "pixel":
-      logits = nn.Conv(self.num_classes, (1, 1), dtype=self.dtype, name="pixel_fc")(x)
+      logits = Conv(self.num_classes, (1, 1), dtype=self.dtype, name="pixel_fc")(x)
       if self.combine == "mean":
         return jnp.mean(logits, axis=(1, 2))
       if self.combine == "learned":

@@ -16,7 +16,13 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from xnn.ops.conv import backend_conv
+
 Dtype = Any
+
+# Every convolution of the zoo: on the CPU backend with xnn.ops.conv's gradients
+# (fast on XLA:CPU, also inside lax.scan), elsewhere lax.conv_general_dilated.
+Conv = functools.partial(nn.Conv, conv_general_dilated=backend_conv)
 
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
@@ -32,7 +38,10 @@ def conv(features: int, kernel: int | Sequence[int], stride: int = 1,
          padding: int | None = None, *, groups: int = 1, dilation: int = 1,
          use_bias: bool = False, dtype: Dtype = jnp.float32,
          name: str | None = None, **kw: Any) -> nn.Conv:
-  """A 2-D convolution with explicit symmetric padding (default: 'same' at stride 1)."""
+  """A 2-D convolution with explicit symmetric padding (default: 'same' at stride 1).
+
+  Uses ``xnn.ops.conv.backend_conv`` (gradients XLA:CPU runs fast, in loops too).
+  """
   k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
   if padding is None:
     pad = tuple(((dilation * (kk - 1)) // 2,) * 2 for kk in k)
@@ -40,9 +49,9 @@ def conv(features: int, kernel: int | Sequence[int], stride: int = 1,
     pad = ((padding, padding), (padding, padding))
   else:
     pad = padding
-  return nn.Conv(features, k, strides=(stride, stride), padding=pad,
-                 feature_group_count=groups, kernel_dilation=(dilation, dilation),
-                 use_bias=use_bias, dtype=dtype, name=name, **kw)
+  return Conv(features, k, strides=(stride, stride), padding=pad,
+              feature_group_count=groups, kernel_dilation=(dilation, dilation),
+              use_bias=use_bias, dtype=dtype, name=name, **kw)
 
 
 def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None,

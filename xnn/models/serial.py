@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from xnn.models.blocks import LRN, adaptive_avg_pool, dropout_then_head, max_pool
 from xnn.models.heads import Head
-from xnn.models.layers import ConvBN, batch_norm, conv
+from xnn.models.layers import Conv, ConvBN, batch_norm, conv
 from xnn.models.registry import register
 
 
@@ -44,10 +44,10 @@ class LeNet5(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = nn.relu(nn.Conv(8, (5, 5), padding="VALID", dtype=self.dtype, name="conv1")(x))
+    x = nn.relu(Conv(8, (5, 5), padding="VALID", dtype=self.dtype, name="conv1")(x))
     x = nn.max_pool(x, (2, 2), (2, 2))
     self.sow("intermediates", "stage1", x)
-    x = nn.relu(nn.Conv(16, (5, 5), padding="VALID", dtype=self.dtype, name="conv2")(x))
+    x = nn.relu(Conv(16, (5, 5), padding="VALID", dtype=self.dtype, name="conv2")(x))
     x = nn.max_pool(x, (2, 2), (2, 2))
     self.sow("intermediates", "stage2", x)
     kw = {"hidden": (120, 84), "dropout": 0.0} if self.head == "flatten_mlp" else {}

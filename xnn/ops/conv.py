@@ -1,35 +1,53 @@
-"""A drop-in ``lax.conv_general_dilated`` with a faster weight gradient on XLA:CPU.
+"""A drop-in ``lax.conv_general_dilated`` whose gradients XLA:CPU runs fast, in loops too.
 
-XLA:CPU lowers the weight gradient of a convolution to another convolution whose
-"kernel" is the whole output-gradient image and whose contraction runs over the
-batch; Eigen's spatial-convolution kernel handles that shape poorly.  Here the
-forward pass and the input gradient stay XLA's own, and the weight gradient is
+JAX differentiates a convolution into two more: the weight gradient, a convolution
+whose "kernel" is the whole output-gradient image and whose contraction runs over
+the batch (dimension labels ``f01b_i01o->01bf``), and the input gradient, a
+convolution of the stride-dilated output gradient with the flipped kernel read with
+its input and output channels exchanged (kernel labels ``01oi``).  At the top level
+of a program XLA:CPU rewrites both into the canonical ``b01f_01io->b01f`` form
+(transposing operands) and runs them with its fast convolution kernel.  Inside a
+loop body (``lax.scan``/``fori_loop``, e.g. several training steps per dispatch) it
+does not: they stay non-canonical and are emitted as naive loops, 4-150x slower
+(jax-ml/jax#12868; ResNet-20's 3x3 32x32x16 weight gradient at batch 128: 814 ms
+against 13 ms, jax 0.10.2, 2 cores).  Here the forward pass stays XLA's own and
+both gradients are written out explicitly:
 
-    dW[a, b, c, o] = sum_{n, i, j} xpad[n, i*s + a*d, j*s + b*d, c] * dY[n, i, j, o]
+* the input gradient (``input_grad``): the same convolution JAX's transpose rule
+  emits, with the kernel flipped and transposed to (*k, O/G, C) by explicit ops, so
+  that the convolution itself is canonical;
+* the weight gradient (``weight_grad``)
 
-evaluated as one matrix product per kernel tap (a, b): the shifted, strided slice of
-the padded input, reshaped to (N*Ho*Wo, C), transposed against dY reshaped to
-(N*Ho*Wo, O) -- or, when it measured faster, all taps at once (im2col).  The sum is
-exact (same terms, float32 accumulation), only the summation order differs from
-XLA's.
+      dW[a, b, c, o] = sum_{n, i, j} xpad[n, i*s + a*d, j*s + b*d, c] * dY[n, i, j, o]
 
-Measured on 2 CPU cores (benchmarks/conv_grad.py), this beats XLA's weight gradient
-for 1x1 (6-8x), grouped (7-80x), depthwise (~1.3x) and strided 3x3 layers (~1.5x),
-but not for dense stride-1 kxk layers or 3-channel stems, where XLA's gradient is
-only ~2x its forward; with ``WGRAD_METHOD = "auto"`` (default) those layers keep
-plain ``lax.conv_general_dilated`` (see ``_custom_wins``).
+  in one of two forms.  ``"conv"``: the canonical convolution XLA:CPU itself would
+  use at the top level: the input transposed to (C, H, W, N) convolved with dY
+  transposed to (Ho, Wo, N, O) as the kernel, window stride d and kernel dilation
+  s, and the (C, kh, kw, O) result transposed back; bit-identical to XLA's gradient
+  at the top level, and just as fast inside loops.  ``"taps"``: one matrix product
+  per kernel tap (a, b): the shifted, strided slice of the padded input, reshaped to
+  (N*Ho*Wo, C), transposed against dY reshaped to (N*Ho*Wo, O) (``"taps_t"``: the
+  transposed product; ``"im2col"``: all taps in one product); exact up to
+  summation order.  Measured on 2 CPU cores (benchmarks/conv_grad.py) the tap
+  products beat XLA's top-level weight gradient for 1x1 (6-8x), grouped (7-80x),
+  depthwise (~1.3x) and strided 3x3 layers (~1.5x).  ``WGRAD_METHOD = "auto"``
+  (default) takes ``"taps"`` for those layers and ``"conv"`` for the rest (dense
+  stride-1 kxk layers, 3-channel stems).
 
 Supported by the fast path: channel-last layouts (NWC/WIO, NHWC/HWIO, NDHWC/DHWIO,
 i.e. Flax's), any window strides, explicit (possibly asymmetric, non-negative)
 padding or 'SAME'/'VALID', rhs (kernel) dilation and ``feature_group_count``
-(grouped and depthwise).  Everything else (lhs dilation, ``batch_group_count`` > 1,
-other layouts, negative padding) falls back to plain ``lax.conv_general_dilated``
-and therefore to XLA's own gradients.
+(grouped: always ``"taps"``; depthwise layers -- one input channel per group --
+are computed whole by ``depthwise_taps``, a sum of per-tap products that JAX
+differentiates itself).  Everything else (lhs dilation,
+``batch_group_count`` > 1, other layouts, negative padding) falls back to plain
+``lax.conv_general_dilated`` and therefore to XLA's own gradients.
 
-Use ``conv_general_dilated_for_backend()`` to pick: this function on the CPU
-backend, ``lax.conv_general_dilated`` on GPU/TPU.  Setting the environment variable
-``XNN_CPU_CONV=xla`` (or entering ``use_xla_conv()``) forces XLA's convolution
-everywhere.
+``backend_conv`` picks at trace time: this function when the default backend is
+the CPU, ``lax.conv_general_dilated`` on GPU/TPU (their compilers keep their own
+kernels).  Setting the environment variable ``XNN_CPU_CONV=xla`` (or entering
+``use_xla_conv()``) forces XLA's convolution everywhere.  Every convolution of the
+model zoo goes through ``backend_conv`` (``xnn.models.layers.Conv``).
 
 Differentiation: reverse mode of any order works (the backward pass is made of
 differentiable JAX ops); forward mode (``jax.jvp``/``jacfwd``) raises JAX's
@@ -50,16 +68,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["conv_general_dilated", "conv_general_dilated_for_backend", "use_xla_conv",
-           "weight_grad", "fast_path_supported"]
+__all__ = ["conv_general_dilated", "conv_general_dilated_for_backend", "backend_conv",
+           "use_xla_conv", "weight_grad", "input_grad", "depthwise_taps", "fast_path_supported"]
 
 _ENV = "XNN_CPU_CONV"
 _state = threading.local()
 
 # Weight-gradient formulation: "auto" (tap products where they measured faster than
-# XLA's gradient, XLA's convolution elsewhere -- see _custom_wins), or, always using the
-# custom gradient, "taps" (one (M, C)^T (M, O) product per kernel tap), "taps_t"
-# ((O, M) (M, C) per tap) or "im2col" (one product over all taps at once).
+# XLA's gradient, the canonical convolution elsewhere -- see _auto_method), or for every
+# layer: "conv" (the canonical convolution; grouped layers use "taps"), "taps" (one
+# (M, C)^T (M, O) product per kernel tap), "taps_t" ((O, M) (M, C) per tap) or
+# "im2col" (one product over all taps at once).
 WGRAD_METHOD = "auto"
 
 
@@ -92,6 +111,20 @@ def conv_general_dilated_for_backend(backend: str | None = None):
   if backend == "cpu" and not _xla_forced():
     return conv_general_dilated
   return lax.conv_general_dilated
+
+
+def backend_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                 dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                 precision=None, preferred_element_type=None):
+  """``lax.conv_general_dilated``'s signature; the convolution for the default backend.
+
+  Chooses when traced: ``conv_general_dilated`` (this module's gradients) if
+  ``jax.default_backend()`` is the CPU and XLA's is not forced, else lax's.  Pass it
+  as ``flax.linen.Conv(conv_general_dilated=backend_conv)``.
+  """
+  fn = conv_general_dilated_for_backend()
+  return fn(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
+            feature_group_count, batch_group_count, precision, preferred_element_type)
 
 
 def _channel_last_specs(nd: int):
@@ -155,17 +188,46 @@ def _tap_slices(xp, out_sp, ksz, strides, rdil):
     yield lax.slice(xp, start, limit, (1,) + strides + (1,)) if nd else xp
 
 
-def _custom_wins(strides, groups, ksz, cin) -> bool:
-  """Auto rule: whether the tap-product weight gradient beat XLA's for this layer kind.
+def _auto_method(strides, groups, ksz, cin) -> str:
+  """Auto rule: the weight-gradient formulation that measured fastest for this layer kind.
 
   Measured with benchmarks/conv_grad.py --extra on 2 CPU cores (XLA:CPU, float32):
-  grouped/depthwise (1.1-80x), 1x1 (6-8x) and strided layers with >= 8 input
-  channels (1.5x) win; dense stride-1 kxk (k > 1) layers and 3-channel stems are
-  faster with XLA's own gradient (0.35-0.8x), so those keep XLA's convolution.
+  tap products beat XLA's top-level gradient for grouped/depthwise (1.1-80x), 1x1
+  (6-8x) and strided layers with >= 8 input channels (1.5x); for dense stride-1 kxk
+  (k > 1) layers and 3-channel stems they are slower (0.35-0.8x), and those take the
+  canonical convolution (XLA's own top-level formulation, which stays fast in loops).
   """
   if groups > 1 or int(np.prod(ksz)) == 1:
-    return True
-  return max(strides) > 1 and cin >= 8
+    return "taps"
+  return "taps" if max(strides) > 1 and cin >= 8 else "conv"
+
+
+def _weight_grad_conv(lhs, dy, kernel_shape, strides, pads, rdil, acc):
+  """dW (groups 1) as the canonical convolution: (C, *sp, N) * (*out_sp, N, O) -> (C, *k, O).
+
+  Output position a, window position i read input a*d + i*s: window stride d, kernel
+  dilation s.  The high padding is trimmed (or the input cut) so that exactly k
+  output positions are computed.
+  """
+  nd = lhs.ndim - 2
+  ksz = kernel_shape[:nd]
+  out_sp = dy.shape[1:-1]
+  cut, pad2 = [], []
+  for n_in, (lo, hi), k, d, n_out, s in zip(lhs.shape[1:-1], pads, ksz, rdil, out_sp, strides):
+    extent = (k - 1) * d + (n_out - 1) * s + 1       # padded input rows the k outputs read
+    hi2 = extent - n_in - lo
+    cut.append(n_in + min(hi2, 0))
+    pad2.append((lo, max(hi2, 0)))
+  common = jnp.promote_types(lhs.dtype, dy.dtype)     # (conv operands share one dtype)
+  x = lhs[(slice(None),) + tuple(slice(0, c) for c in cut)].astype(common)
+  dy = dy.astype(common)
+  x = jnp.moveaxis(x, (0, nd + 1), (nd + 1, 0))        # (C, *sp, N): batch C, features N
+  g = jnp.moveaxis(dy, 0, nd)                          # (*out_sp, N, O): kernel, in N, out O
+  sp = tuple(range(1, nd + 1))
+  dn = lax.ConvDimensionNumbers((0, nd + 1) + sp, (nd + 1, nd) + tuple(range(nd)), (0, nd + 1) + sp)
+  r = lax.conv_general_dilated(x, g, tuple(rdil), pad2, None, tuple(strides), dn,
+                               preferred_element_type=acc)   # (C, *k, O)
+  return jnp.moveaxis(r, 0, nd)
 
 
 def weight_grad(lhs, dy, kernel_shape, strides, pads, rdil, groups, dtype=None,
@@ -187,8 +249,12 @@ def weight_grad(lhs, dy, kernel_shape, strides, pads, rdil, groups, dtype=None,
   acc = jnp.promote_types(jnp.promote_types(lhs.dtype, dy.dtype), jnp.float32)
   if m == 0:
     return jnp.zeros(kernel_shape, dtype)
+  if method is None:
+    method = (_auto_method(strides, groups, ksz, lhs.shape[-1]) if WGRAD_METHOD == "auto"
+              else WGRAD_METHOD)
+  if method == "conv" and groups == 1:
+    return _weight_grad_conv(lhs, dy, kernel_shape, strides, pads, rdil, acc).astype(dtype)
   xp = jnp.pad(lhs, ((0, 0),) + tuple(pads) + ((0, 0),)) if any(v for p in pads for v in p) else lhs
-  method = method or (WGRAD_METHOD if WGRAD_METHOD != "auto" else "taps")
   slices = _tap_slices(xp, out_sp, ksz, strides, rdil)
   if groups == 1:
     g2 = dy.reshape(m, o)
@@ -216,9 +282,69 @@ def weight_grad(lhs, dy, kernel_shape, strides, pads, rdil, groups, dtype=None,
   return jnp.stack(outs).reshape(kernel_shape).astype(dtype)
 
 
+def input_grad(dy, rhs, in_shape, strides, pads, rdil, groups, dtype=None, precision=None):
+  """dX of a channel-last convolution, as a convolution in XLA:CPU's canonical form.
+
+  dX = conv(dY dilated by the strides, the kernel flipped in space with its input and
+  output channels exchanged (per group)), padded so that every input position is
+  covered -- the transpose JAX's own rule emits, except that the kernel is
+  transposed explicitly to (*k, O/G, C) instead of being read with exchanged
+  dimension labels, which XLA:CPU runs slowly inside loop bodies.
+  """
+  nd = dy.ndim - 2
+  ksz = rhs.shape[:nd]
+  cg, o = rhs.shape[-2], rhs.shape[-1]
+  og = o // groups
+  w = lax.rev(rhs, tuple(range(nd)))
+  w = w.reshape(*ksz, cg, groups, og)
+  w = w.transpose(*range(nd), nd + 2, nd + 1, nd).reshape(*ksz, og, groups * cg)   # (*k, O/G, C)
+  pad_t = []
+  for n_in, (lo, hi), k, d, n_out, s in zip(in_shape[1:-1], pads, ksz, rdil, dy.shape[1:-1], strides):
+    eff = (k - 1) * d + 1
+    before = eff - lo - 1
+    pad_t.append((before, n_in + eff - 1 - ((n_out - 1) * s + 1) - before))
+  common = jnp.promote_types(dy.dtype, w.dtype)
+  dn = lax.ConvDimensionNumbers(*_channel_last_specs(nd))
+  dx = lax.conv_general_dilated(dy.astype(common), w.astype(common), (1,) * nd, pad_t, tuple(strides),
+                                tuple(rdil), dn, groups, 1, precision)
+  return dx.astype(dtype or dy.dtype)
+
+
+def depthwise_taps(lhs, rhs, strides, pads, rdil, out_dtype):
+  """A depthwise convolution (groups = C, kernel (*k, 1, C*m)) as a sum over kernel taps.
+
+  out[n, i, j, c*m + q] = sum_{a, b} xpad[n, i*s + a*d, j*s + b*d, c] * w[a, b, 0, c*m + q]:
+  one shifted, strided slice times a per-channel weight per tap, accumulated in
+  float32 (or wider).  XLA:CPU emits grouped convolutions as plain loops; this is
+  11-35x faster forward and 4-17x faster with its gradients (benchmarks/RESULTS.md),
+  and its gradient is JAX's own (slices, pads, products: no convolution, fast in
+  loop bodies too).
+  """
+  nd = lhs.ndim - 2
+  ksz = rhs.shape[:nd]
+  mult = rhs.shape[-1] // lhs.shape[-1]
+  acc = jnp.promote_types(jnp.promote_types(lhs.dtype, rhs.dtype), jnp.float32)
+  x = lhs.astype(acc)
+  if mult > 1:
+    x = jnp.repeat(x, mult, axis=-1)      # output channel c*m + q reads input channel c
+  xp = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),)) if any(v for p in pads for v in p) else x
+  out_sp = tuple((n + lo + hi - (k - 1) * d - 1) // s + 1
+                 for n, (lo, hi), k, d, s in zip(lhs.shape[1:-1], pads, ksz, rdil, strides))
+  w = rhs.astype(acc).reshape(-1, rhs.shape[-1])          # (taps, C*m)
+  out = None
+  for t, xs in enumerate(_tap_slices(xp, out_sp, ksz, strides, rdil)):
+    term = xs * w[t]
+    out = term if out is None else out + term
+  return out.astype(out_dtype)
+
+
 @functools.lru_cache(maxsize=None)
 def _make_conv(strides, pads, rdil, groups, precision, preferred_element_type):
-  """A custom-vjp conv (lhs, rhs) -> out for one static configuration."""
+  """A custom-vjp conv (lhs, rhs) -> out for one static configuration.
+
+  The weight-gradient formulation is chosen when the backward pass is traced
+  (``WGRAD_METHOD``, per layer under "auto").
+  """
   nd = len(strides)
   dn = lax.ConvDimensionNumbers(*_channel_last_specs(nd))
 
@@ -235,8 +361,8 @@ def _make_conv(strides, pads, rdil, groups, precision, preferred_element_type):
 
   def bwd(res, dy):
     lhs, rhs = res
-    _, vjp_lhs = jax.vjp(lambda x: xla(x, rhs), lhs)     # XLA's input gradient
-    (dx,) = vjp_lhs(dy)
+    dx = input_grad(dy, rhs, lhs.shape, strides, pads, rdil, groups, dtype=lhs.dtype,
+                    precision=precision)
     dw = weight_grad(lhs, dy, rhs.shape, strides, pads, rdil, groups, dtype=rhs.dtype)
     return dx, dw
 
@@ -250,7 +376,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
                          dimension_numbers: Any = None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision: Any = None,
                          preferred_element_type: Any = None):
-  """``lax.conv_general_dilated`` (same signature and value) with the tap-product dW.
+  """``lax.conv_general_dilated`` (same signature and value) with xnn's gradients.
 
   Falls back to ``lax.conv_general_dilated`` unchanged for unsupported arguments or
   when XLA's convolution is forced (``XNN_CPU_CONV=xla`` / ``use_xla_conv()``).
@@ -263,10 +389,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
                                     rhs_dilation, dimension_numbers, feature_group_count,
                                     batch_group_count, precision, preferred_element_type)
   strides, pads, rdil, groups = cfg
-  if WGRAD_METHOD == "auto" and not _custom_wins(strides, groups, rhs.shape[:-2], lhs.shape[-1]):
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                    rhs_dilation, dimension_numbers, feature_group_count,
-                                    batch_group_count, precision, preferred_element_type)
+  if groups > 1 and rhs.shape[-2] == 1 and groups == lhs.shape[-1]:     # depthwise
+    out_dtype = preferred_element_type or jnp.promote_types(lhs.dtype, rhs.dtype)
+    return depthwise_taps(lhs, rhs, strides, pads, rdil, out_dtype)
   if isinstance(precision, list):
     precision = tuple(precision)
   pet = None if preferred_element_type is None else jnp.dtype(preferred_element_type)

@@ -19,11 +19,13 @@ in distribution, not element for element. ``N mod D`` examples are left out.
 The run is still exactly reproducible and resumable: every batch is a function
 of (seed, step).
 
-On XLA:CPU this path is *slower* than streaming (LeNet-5 on the digits: ~1.3 s
-against ~0.03 s a step, measured 2026-11-23 with jax 0.10.2: the in-program
-batch makes XLA:CPU pick a slow convolution path), and the host and the
-"device" share one memory anyway. It has not yet been timed on a GPU or TPU, so
-``device_resident="auto"`` streams everywhere for now; ``"on"`` opts in.
+``train.device_resident="auto"`` (default) takes this path whenever the dataset
+is supported and its float32 copy fits in ``train.device_resident_max_mb`` per
+device; ``"on"`` insists (an error says why it cannot), ``"off"`` streams.
+Measured on the 2-core CPU (benchmarks/RESULTS.md): ResNet-20 on CIFAR-shaped data
+1.21x the streaming loop, LeNet-5 on the digits ~1.2x.  This needs the convolution
+gradients of ``xnn.ops.conv``: XLA:CPU runs its own gradient convolutions 4-100x
+slower inside a loop body such as this ``lax.scan`` (jax-ml/jax#12868).
 """
 
 from __future__ import annotations

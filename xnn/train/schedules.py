@@ -15,6 +15,10 @@ Schedules (``config.schedule.name``):
                      course code's schedule (``000_*`` log: 1e-5 -> 1e-3 over 5
                      epochs, back to 1e-5 at epoch 29, 0.000505 -- the midpoint --
                      at epoch 21, i.e. t = 2/3 with t = (epoch-5)/24).
+* ``warmup_linear``  linear warmup from ``init_value`` to the peak over ``warmup``
+                     epochs, then linear to ``end_value`` at the end: the
+                     piecewise-linear "one-cycle" of Page's ResNet-9 recipe
+                     (0 -> 0.4 at epoch 5 -> 0 at epoch 24, per step).
 
 ``unit="epoch"`` holds the rate constant within an epoch and, for the cosine,
 puts t = 1 at the last epoch (as the course's per-epoch callback does);
@@ -42,9 +46,9 @@ def create_learning_rate_fn(cfg: Any, peak: float, steps_per_epoch: int, total_s
     if len(scales) != len(bounds):
       raise ValueError(f"schedule.scales has {len(scales)} entries for {len(bounds)} boundaries")
     return optax.piecewise_constant_schedule(peak, dict(zip(bounds, scales)))
-  if name != "warmup_cosine":
-    raise ValueError(f"schedule.name must be constant, piecewise or warmup_cosine, got {name!r}")
-  if cfg.cosine not in ("half", "quarter"):
+  if name not in ("warmup_cosine", "warmup_linear"):
+    raise ValueError(f"schedule.name must be constant, piecewise, warmup_cosine or warmup_linear, got {name!r}")
+  if name == "warmup_cosine" and cfg.cosine not in ("half", "quarter"):
     raise ValueError(f"schedule.cosine must be 'half' or 'quarter', got {cfg.cosine!r}")
   if cfg.unit not in ("step", "epoch"):
     raise ValueError(f"schedule.unit must be 'step' or 'epoch', got {cfg.unit!r}")
@@ -66,7 +70,10 @@ def create_learning_rate_fn(cfg: Any, peak: float, steps_per_epoch: int, total_s
     pos, w, span = to_pos(step)
     warm_lr = init + (peak - init) * pos / max(w, 1e-9)
     t = jnp.clip((pos - w) / span, 0.0, 1.0)
-    shape = jnp.cos(jnp.pi / 2 * t) if cfg.cosine == "quarter" else 0.5 * (1 + jnp.cos(jnp.pi * t))
+    if name == "warmup_linear":
+      shape = 1.0 - t
+    else:
+      shape = jnp.cos(jnp.pi / 2 * t) if cfg.cosine == "quarter" else 0.5 * (1 + jnp.cos(jnp.pi * t))
     return jnp.where(pos < w, warm_lr, end + (peak - end) * shape)
 
   return schedule

@@ -41,8 +41,11 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
                        example_inputs: tuple[jax.Array, ...]) -> TrainState:
   """Initialises parameters (float32) and optimiser state from example inputs."""
   variables = model.init({"params": rng, "dropout": rng}, *example_inputs, train=False)
-  return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                           batch_stats=variables.get("batch_stats"))
+  state = TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                            batch_stats=variables.get("batch_stats"))
+  # A strongly typed step (TrainState.create's Python 0 becomes a weakly typed array, a
+  # restored one is strong), so that a fresh and a resumed run compile the same program.
+  return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array,

@@ -84,7 +84,7 @@ class _Preemption:
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".xnn_write_test")
+    probe = os.path.join(workdir, f".xnn_write_test.{os.getpid()}")   # one per process (multi-host)
     with open(probe, "w") as f:
       f.write("ok")
     os.unlink(probe)
@@ -140,11 +140,7 @@ def _resident_mode(cfg: ml_collections.ConfigDict, ds: Dataset, pre: pipeline.Pr
   if mode == "off":
     return False
   why = resident_lib.supported(ds, pre)
-  if why is None and mode == "auto":
-    # Streaming until the resident path is measured faster on the backend (it is
-    # slower on XLA:CPU; see xnn/train/resident.py and benchmarks/RESULTS.md).
-    why = f"not yet measured faster than streaming on {jax.default_backend()}"
-  if why is None and mode == "on":
+  if why is None:
     limit = cfg.train.device_resident_max_mb * 2**20
     size = resident_lib.host_bytes(ds, pre) / jax.device_count()
     why = None if size <= limit else f"{size / 2**20:.0f} MB per device > train.device_resident_max_mb"
@@ -222,6 +218,8 @@ def _train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None, time
   # --- input ----------------------------------------------------------------
   ds = dataset if dataset is not None else load_dataset(cfg.data)
   train_pre = pipeline.make_preprocess(ds, cfg.data, train=True)
+  if batch > len(ds.train):
+    raise ValueError(f"train.batch_size={batch} is larger than the {len(ds.train)} training examples")
   resident = _resident_mode(cfg, ds, train_pre)
   if resident:
     rdata = resident_lib.load(ds, train_pre, mesh, batch)
