@@ -34,7 +34,11 @@ DN = ("NHWC", "HWIO", "NHWC")
 
 
 def _median_ms(f, *args, runs: int) -> float:
-  """Median wall time (ms) of ``f(*args)`` over ``runs`` runs after one warm-up call."""
+  """Median wall time (ms) of ``f(*args)`` over ``runs`` runs after one warm-up call.
+
+  ``jax.block_until_ready`` waits for JAX arrays and passes anything else (PyTorch
+  tensors, computed synchronously on the CPU) through.
+  """
   jax.block_until_ready(f(*args))
   ts = []
   for _ in range(runs):
@@ -86,6 +90,16 @@ EXTRA_SHAPES = [
 ]
 
 
+def _layer_inputs(rng, n, h, c, o, k, s, grp):
+  """x (NHWC), w (HWIO, fan-in scaled), g (the output gradient) for one layer shape."""
+  p = k // 2
+  x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((k, k, c // grp, o)) / np.sqrt(k * k * c / grp), jnp.float32)
+  ho = (h + 2 * p - k) // s + 1
+  g = jnp.asarray(rng.standard_normal((n, ho, ho, o)), jnp.float32)
+  return x, w, g
+
+
 def torch_layer_times(n, h, c, o, k, s, grp, runs):
   """PyTorch (channels-last, all cores) forward / input-grad / weight-grad ms of one layer."""
   import torch
@@ -96,18 +110,10 @@ def torch_layer_times(n, h, c, o, k, s, grp, runs):
   conv = lambda: torch.nn.functional.conv2d(x, w, None, s, p, 1, grp)   # noqa: E731
   y = conv()
   g = torch.randn_like(y)
-  def med(f):
-    f()
-    ts = []
-    for _ in range(runs):
-      t = time.perf_counter()
-      f()
-      ts.append(time.perf_counter() - t)
-    return 1e3 * statistics.median(ts)
   with torch.no_grad():
-    fwd = med(conv)
-  dx = med(lambda: torch.autograd.grad(conv(), x, g))
-  dw = med(lambda: torch.autograd.grad(conv(), w, g))
+    fwd = _median_ms(conv, runs=runs)
+  dx = _median_ms(lambda: torch.autograd.grad(conv(), x, g), runs=runs)
+  dw = _median_ms(lambda: torch.autograd.grad(conv(), w, g), runs=runs)
   return fwd, dx - fwd, dw - fwd           # the gradient calls include a forward
 
 
@@ -124,10 +130,7 @@ def bench_torch(runs: int, extra: bool) -> None:
   rng = np.random.default_rng(0)
   for name, n, h, c, o, k, s, grp in RESNET_SHAPES + (EXTRA_SHAPES if extra else []):
     p = k // 2
-    x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((k, k, c // grp, o)) / np.sqrt(k * k * c / grp), jnp.float32)
-    ho = (h + 2 * p - k) // s + 1
-    g = jnp.asarray(rng.standard_normal((n, ho, ho, o)), jnp.float32)
+    x, w, g = _layer_inputs(rng, n, h, c, o, k, s, grp)
     fb, xb, wb, _ = layer_times(xconv.conv_general_dilated, x, w, g, s, p, grp, runs)
     ft, xt, wt = torch_layer_times(n, h, c, o, k, s, grp, runs)
     print(f"{name:30s} {fb:8.2f} {ft:8.2f} {xb:8.2f} {xt:8.2f} {wb:8.2f} {wt:8.2f} "
@@ -143,11 +146,7 @@ def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False,
   rng = np.random.default_rng(0)
   for name, n, h, c, o, k, s, grp in RESNET_SHAPES + (EXTRA_SHAPES if extra else []):
     p = k // 2
-    x = jnp.asarray(rng.standard_normal((n, h, h, c)), jnp.float32)
-    w = jnp.asarray(rng.standard_normal((k, k, c // grp, o)) / np.sqrt(k * k * c / grp),
-                    jnp.float32)
-    ho = (h + 2 * p - k) // s + 1
-    g = jnp.asarray(rng.standard_normal((n, ho, ho, o)), jnp.float32)
+    x, w, g = _layer_inputs(rng, n, h, c, o, k, s, grp)
     fa, xa, wa, *la, ra = layer_times(lax.conv_general_dilated, x, w, g, s, p, grp, runs, in_loop)
     fb, xb, wb, *lb, rb = layer_times(xconv.conv_general_dilated, x, w, g, s, p, grp, runs, in_loop)
     err = float(jnp.max(jnp.abs(ra - rb)) / jnp.max(jnp.abs(ra)))
@@ -164,54 +163,21 @@ def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False,
       print(f"{'':30s} weight-grad formulations alone (ms): " + ", ".join(res), flush=True)
 
 
-def train_step_ms(force_xla: bool, batch: int, steps: int, model_name: str = "resnet20",
-                  per_dispatch: int = 1):
-  """Median ms per step of a jitted ResNet train step (SGD momentum, weight decay).
-
-  ``force_xla``: the zoo's convolutions traced under ``use_xla_conv()`` (XLA's own
-  gradients) instead of ``xnn.ops.conv``.  ``per_dispatch`` > 1: that many steps in
-  one ``lax.scan`` (as the device-resident loop runs them).
-  """
-  import optax
-  from xnn import models
-  from xnn.train.step import create_train_state, make_train_step
-  with xconv.use_xla_conv(force_xla):
-    model = models.build(model_name, num_classes=10)
-    tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
-    state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
-    step = make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
-                           lr_fn=lambda s: 0.1)
-    rng = np.random.default_rng(0)
-    b = {"image": jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32),
-         "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
-    key = jax.random.key(1)
-    if per_dispatch > 1:
-      run = jax.jit(lambda st: lax.scan(lambda s, _: step(s, b, key), st, None, length=per_dispatch))
-    else:
-      run = jax.jit(lambda st: step(st, b, key))
-    new_state, m = run(state)            # traced (and compiled) inside the context
-    jax.block_until_ready(m)
-  ts = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    _, m = run(state)
-    jax.block_until_ready(m)
-    ts.append(time.perf_counter() - t)
-  return 1e3 * statistics.median(ts) / per_dispatch, new_state
-
-
 def bench_model(batch: int, steps: int) -> None:
-  ta, sa = train_step_ms(True, batch, steps)
-  tb, sb = train_step_ms(False, batch, steps)
-  diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), sa.params, sb.params)
-  print(f"\nResNet-20 train step, batch {batch}: XLA conv {ta:.1f} ms ({batch / ta * 1e3:.0f} img/s),"
-        f" xnn conv {tb:.1f} ms ({batch / tb * 1e3:.0f} img/s), speed-up {ta / tb:.2f}x;"
+  """ResNet-20 train step with XLA's convolutions vs xnn's, one and 8 steps per dispatch."""
+  from train_step import timed_step   # benchmarks/ is on sys.path when run as a script
+  ra, sa = timed_step("resnet20", batch, steps, force_xla=True)
+  rb, sb = timed_step("resnet20", batch, steps)
+  ta, tb = 1e3 * batch / ra, 1e3 * batch / rb
+  diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), sa.params, sb.params)
+  print(f"\nResNet-20 train step, batch {batch}: XLA conv {ta:.1f} ms ({ra:.0f} img/s),"
+        f" xnn conv {tb:.1f} ms ({rb:.0f} img/s), speed-up {ta / tb:.2f}x;"
         f" max |param difference| after one step {max(jax.tree.leaves(diffs)):.1e}", flush=True)
   n = 8
-  la, _ = train_step_ms(True, batch, max(1, steps // 4), per_dispatch=n)
-  lb, _ = train_step_ms(False, batch, max(1, steps // 4), per_dispatch=n)
-  print(f"ResNet-20, {n} steps per lax.scan dispatch: XLA conv {la:.1f} ms/step ({batch / la * 1e3:.0f} img/s),"
-        f" xnn conv {lb:.1f} ms/step ({batch / lb * 1e3:.0f} img/s), speed-up {la / lb:.2f}x")
+  la, _ = timed_step("resnet20", batch, n * max(1, steps // 4), per_dispatch=n, force_xla=True)
+  lb, _ = timed_step("resnet20", batch, n * max(1, steps // 4), per_dispatch=n)
+  print(f"ResNet-20, {n} steps per lax.scan dispatch: XLA conv {1e3 * batch / la:.1f} ms/step ({la:.0f} img/s),"
+        f" xnn conv {1e3 * batch / lb:.1f} ms/step ({lb:.0f} img/s), speed-up {lb / la:.2f}x")
 
 
 def main() -> int:

@@ -62,33 +62,48 @@ def xnn_loop(model: str, batch: int, steps: int, resident: str = "off") -> float
 
 
 def bare_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1) -> float:
+  """Training images/s of the jitted step on one batch already on the device."""
+  return timed_step(model_name, batch, steps, per_dispatch)[0]
+
+
+def timed_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1,
+               force_xla: bool = False):
+  """(images/s, state after the first step, on the host) of the bare jitted step.
+
+  ``per_dispatch`` > 1: that many steps in one ``lax.scan`` (as the device-resident
+  loop runs them); ``force_xla``: the zoo's convolutions traced under
+  ``use_xla_conv()`` (XLA's own gradients) instead of ``xnn.ops.conv``.
+  """
   import optax
   from xnn import models
+  from xnn.ops.conv import use_xla_conv
   from xnn.train.step import create_train_state, make_train_step
-  model = models.build(model_name, num_classes=10)
-  tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
-  state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
-  one = make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
-                        lr_fn=lambda s: 0.1)
-  if per_dispatch > 1:
-    def many(state, b, key):
-      return jax.lax.scan(lambda s, _: one(s, b, key), state, None, length=per_dispatch)
-    step = jax.jit(many, donate_argnums=0)
-  else:
-    step = jax.jit(one, donate_argnums=0)
-  rng = np.random.default_rng(0)
-  b = {"image": jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32),
-       "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
-  key = jax.random.key(1)
-  state, m = step(state, b, key)
-  jax.block_until_ready(m)
+  with use_xla_conv(force_xla):
+    model = models.build(model_name, num_classes=10)
+    tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
+    state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
+    one = make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
+                          lr_fn=lambda s: 0.1)
+    if per_dispatch > 1:
+      def many(state, b, key):
+        return jax.lax.scan(lambda s, _: one(s, b, key), state, None, length=per_dispatch)
+      step = jax.jit(many, donate_argnums=0)
+    else:
+      step = jax.jit(one, donate_argnums=0)
+    rng = np.random.default_rng(0)
+    b = {"image": jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32),
+         "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
+    key = jax.random.key(1)
+    state, m = step(state, b, key)       # traced (and compiled) inside the context
+    jax.block_until_ready(m)
+  first = jax.device_get(state)         # a host copy: the next step donates the buffers
   times = []
   for _ in range(max(1, steps // per_dispatch)):
     t = time.perf_counter()
     state, m = step(state, b, key)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t)
-  return batch * per_dispatch / statistics.median(times)
+  return batch * per_dispatch / statistics.median(times), first
 
 
 def torch_resnet20(batch: int, steps: int) -> float | None:

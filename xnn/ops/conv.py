@@ -315,8 +315,9 @@ def depthwise_taps(lhs, rhs, strides, pads, rdil, out_dtype):
 
   out[n, i, j, c*m + q] = sum_{a, b} xpad[n, i*s + a*d, j*s + b*d, c] * w[a, b, 0, c*m + q]:
   one shifted, strided slice times a per-channel weight per tap, accumulated in
-  float32 (or wider).  XLA:CPU emits grouped convolutions as plain loops; this is
-  11-35x faster forward and 4-17x faster with its gradients (benchmarks/RESULTS.md),
+  float32 (or wider).  XLA:CPU emits grouped convolutions as plain loops; this
+  measured 15-35x faster forward and 5-24x faster forward + both gradients (3x3
+  layers, 2 CPU cores; benchmarks/RESULTS.md),
   and its gradient is JAX's own (slices, pads, products: no convolution, fast in
   loop bodies too).
   """

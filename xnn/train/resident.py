@@ -22,8 +22,9 @@ of (seed, step).
 ``train.device_resident="auto"`` (default) takes this path whenever the dataset
 is supported and its float32 copy fits in ``train.device_resident_max_mb`` per
 device; ``"on"`` insists (an error says why it cannot), ``"off"`` streams.
-Measured on the 2-core CPU (benchmarks/RESULTS.md): ResNet-20 on CIFAR-shaped data
-1.21x the streaming loop, LeNet-5 on the digits ~1.2x.  This needs the convolution
+Measured on the 2-core CPU (benchmarks/RESULTS.md): LeNet-5 on the digits 1.79x
+the streaming loop's images/s, ResNet-20 on CIFAR-shaped data 1.21x, LeNet-5 on
+CIFAR-shaped data 1.08x.  This needs the convolution
 gradients of ``xnn.ops.conv``: XLA:CPU runs its own gradient convolutions 4-100x
 slower inside a loop body such as this ``lax.scan`` (jax-ml/jax#12868).
 """
