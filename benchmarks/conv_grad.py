@@ -1,8 +1,12 @@
-"""Convolution gradients on XLA:CPU: XLA's own vs ``xnn.ops.conv``.
+"""Convolutions and their gradients on the CPU: XLA's own vs xnn's (oneDNN or pure JAX).
 
     python benchmarks/conv_grad.py [--runs 7] [--steps 10] [--method auto|conv|taps|im2col]
-                                   [--extra] [--compare-methods] [--in-loop] [--torch]
-                                   [--skip-layers] [--skip-model]
+                                   [--conv auto|onednn|xnn] [--extra] [--compare-methods]
+                                   [--in-loop] [--torch] [--skip-layers] [--skip-model]
+
+``--conv`` picks xnn's side of the per-layer tables: "auto" (oneDNN's kernels
+through ``xnn.ops.onednn`` where available), "onednn", or "xnn" (the pure-JAX
+gradients of ``xnn.ops.conv``, weight-gradient formulation ``--method``).
 
 Per layer shape (NHWC input, HWIO kernel, 'same' padding): milliseconds of the jitted
 forward, input gradient and weight gradient with XLA's convolution vs xnn's, the
@@ -10,9 +14,9 @@ weight-gradient speed-up, and the largest weight-gradient difference relative to
 scale.  ``--in-loop`` also times each weight gradient inside a ``lax.scan`` of 8
 iterations (per iteration), where XLA:CPU's own is slow (jax-ml/jax#12868).
 ``--torch`` times the same layers in PyTorch (oneDNN, channels-last).  Then a
-full ResNet-20 train step (batch 128, SGD momentum, BN), the model zoo's convolutions
-with XLA's convolution forced (``use_xla_conv``) vs xnn's, as one step per dispatch
-and as 8 steps in one ``lax.scan``.  Times are medians of ``--runs`` runs after one
+full ResNet-20 train step (batch 128, SGD momentum, BN) with the model zoo's
+convolutions as XLA's, xnn's pure-JAX ones and oneDNN's (``use_cpu_conv``), as one
+step per dispatch and as 8 steps in one ``lax.scan``.  Times are medians of ``--runs`` runs after one
 warm-up; compare the ratios, which are measured in the same run on a shared machine.
 """
 
@@ -124,7 +128,7 @@ def bench_torch(runs: int, extra: bool) -> None:
   except ImportError:
     print("torch is not installed: no PyTorch comparison")
     return
-  print(f"\nPer layer, xnn (XLA:CPU + xnn.ops.conv) vs PyTorch {torch.__version__} (channels-last, oneDNN), ms:")
+  print(f"\nPer layer, xnn ({xconv.cpu_conv_mode()}) vs PyTorch {torch.__version__} (channels-last, oneDNN), ms:")
   print(f"{'layer':30s} {'fwd xnn':>8s} {'fwd pt':>8s} {'dx xnn':>8s} {'dx pt':>8s} {'dw xnn':>8s} "
         f"{'dw pt':>8s} {'all xnn':>8s} {'all pt':>8s} {'pt/xnn':>7s}")
   rng = np.random.default_rng(0)
@@ -164,20 +168,22 @@ def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False,
 
 
 def bench_model(batch: int, steps: int) -> None:
-  """ResNet-20 train step with XLA's convolutions vs xnn's, one and 8 steps per dispatch."""
+  """ResNet-20 train step with XLA's, xnn's pure-JAX and oneDNN's convolutions, 1 and 8 steps per dispatch."""
   from train_step import timed_step   # benchmarks/ is on sys.path when run as a script
-  ra, sa = timed_step("resnet20", batch, steps, force_xla=True)
-  rb, sb = timed_step("resnet20", batch, steps)
-  ta, tb = 1e3 * batch / ra, 1e3 * batch / rb
-  diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), sa.params, sb.params)
-  print(f"\nResNet-20 train step, batch {batch}: XLA conv {ta:.1f} ms ({ra:.0f} img/s),"
-        f" xnn conv {tb:.1f} ms ({rb:.0f} img/s), speed-up {ta / tb:.2f}x;"
-        f" max |param difference| after one step {max(jax.tree.leaves(diffs)):.1e}", flush=True)
+  from xnn.ops import onednn
+  modes = ["xla", "xnn"] + (["onednn"] if onednn.available() else [])
+  one = {m: timed_step("resnet20", batch, steps, conv=m) for m in modes}
+  ref = one["xla"][1].params
+  print(f"\nResNet-20 train step, batch {batch}, one step per dispatch:")
+  for m, (rate, state) in one.items():
+    diff = max(jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), state.params, ref)))
+    print(f"  {m:7s} {1e3 * batch / rate:8.1f} ms ({rate:.0f} img/s), {rate / one['xla'][0]:.2f}x XLA;"
+          f" max |param - XLA's| after one step {diff:.1e}", flush=True)
   n = 8
-  la, _ = timed_step("resnet20", batch, n * max(1, steps // 4), per_dispatch=n, force_xla=True)
-  lb, _ = timed_step("resnet20", batch, n * max(1, steps // 4), per_dispatch=n)
-  print(f"ResNet-20, {n} steps per lax.scan dispatch: XLA conv {1e3 * batch / la:.1f} ms/step ({la:.0f} img/s),"
-        f" xnn conv {1e3 * batch / lb:.1f} ms/step ({lb:.0f} img/s), speed-up {lb / la:.2f}x")
+  print(f"ResNet-20, {n} steps per lax.scan dispatch:")
+  loop = {m: timed_step("resnet20", batch, n * max(1, steps // 4), per_dispatch=n, conv=m)[0] for m in modes}
+  for m, rate in loop.items():
+    print(f"  {m:7s} {1e3 * batch / rate:8.1f} ms/step ({rate:.0f} img/s), {rate / loop['xla']:.2f}x XLA", flush=True)
 
 
 def main() -> int:
@@ -196,14 +202,18 @@ def main() -> int:
                   help="also time each layer in PyTorch (same run) and compare")
   ap.add_argument("--skip-layers", action="store_true")
   ap.add_argument("--skip-model", action="store_true")
+  ap.add_argument("--conv", default="auto", choices=("auto", "onednn", "xnn"),
+                  help="xnn's CPU convolution in the per-layer tables (XNN_CPU_CONV)")
   a = ap.parse_args()
   xconv.WGRAD_METHOD = a.method
+  from xnn.ops import onednn
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.devices()[0].device_kind},"
-        f" weight-grad method {a.method}")
-  if not a.skip_layers:
-    bench_layers(a.runs, a.extra, a.compare_methods, a.in_loop)
-  if a.torch:
-    bench_torch(a.runs, a.extra)
+        f" xnn conv {a.conv} (oneDNN {onednn.version() or 'unavailable'}), weight-grad method {a.method}")
+  with xconv.use_cpu_conv(a.conv):
+    if not a.skip_layers:
+      bench_layers(a.runs, a.extra, a.compare_methods, a.in_loop)
+    if a.torch:
+      bench_torch(a.runs, a.extra)
   if not a.skip_model:
     bench_model(a.batch, a.steps)
   return 0

@@ -8,6 +8,8 @@
               ``metrics.jsonl`` (compile step excluded).
 * bare step:  the same jitted train step on one batch already on the device, in a
               Python loop -- the ceiling for the loop (target: loop >= 0.95 x bare).
+              On the CPU also with the pure-JAX convolution gradients
+              (``XNN_CPU_CONV=xnn``) instead of oneDNN's kernels, for the speed-up.
 * resident:   (``--resident``) the same loop with the training set on the device
               (``train.device_resident=on``, 8 steps per dispatch), and its ceiling,
               the bare step run 8 times in one ``lax.scan`` on one device batch.
@@ -61,24 +63,24 @@ def xnn_loop(model: str, batch: int, steps: int, resident: str = "off") -> float
     return median_train_rate(wd)
 
 
-def bare_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1) -> float:
+def bare_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1, conv: str = "auto") -> float:
   """Training images/s of the jitted step on one batch already on the device."""
-  return timed_step(model_name, batch, steps, per_dispatch)[0]
+  return timed_step(model_name, batch, steps, per_dispatch, conv)[0]
 
 
-def timed_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1,
-               force_xla: bool = False):
+def timed_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1, conv: str = "auto"):
   """(images/s, state after the first step, on the host) of the bare jitted step.
 
   ``per_dispatch`` > 1: that many steps in one ``lax.scan`` (as the device-resident
-  loop runs them); ``force_xla``: the zoo's convolutions traced under
-  ``use_xla_conv()`` (XLA's own gradients) instead of ``xnn.ops.conv``.
+  loop runs them); ``conv``: the zoo's CPU convolutions, traced under
+  ``use_cpu_conv(conv)``: "auto" (oneDNN where available), "onednn", "xnn" (the
+  pure-JAX gradients of ``xnn.ops.conv``) or "xla" (XLA's own).
   """
   import optax
   from xnn import models
-  from xnn.ops.conv import use_xla_conv
+  from xnn.ops.conv import use_cpu_conv
   from xnn.train.step import create_train_state, make_train_step
-  with use_xla_conv(force_xla):
+  with use_cpu_conv(conv):
     model = models.build(model_name, num_classes=10)
     tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
     state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
@@ -144,12 +146,18 @@ def main() -> int:
          "platform": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
          "jax": jax.__version__}
   res["bare_images_per_s"] = bare_step(a.model, a.batch, a.steps)
+  if jax.default_backend() == "cpu":
+    from xnn.ops import onednn
+    res["onednn"] = onednn.version() or f"unavailable: {onednn.unavailable_reason()}"
+    res["bare_jax_conv_images_per_s"] = bare_step(a.model, a.batch, a.steps, conv="xnn")
   res["xnn_loop_images_per_s"] = xnn_loop(a.model, a.batch, a.steps)
   if a.resident:
     res["bare_scan8_images_per_s"] = bare_step(a.model, a.batch, a.steps, per_dispatch=8)
     res["xnn_resident_images_per_s"] = xnn_loop(a.model, a.batch, a.steps, "on")
     res["resident_over_bare_scan8"] = res["xnn_resident_images_per_s"] / res["bare_scan8_images_per_s"]
     res["resident_over_streaming"] = res["xnn_resident_images_per_s"] / res["xnn_loop_images_per_s"]
+  if jax.default_backend() == "cpu":
+    res["bare_over_bare_jax_conv"] = res["bare_images_per_s"] / res["bare_jax_conv_images_per_s"]
   res["torch_images_per_s"] = torch_resnet20(a.batch, a.steps) if a.model == "resnet20" else None
   res["loop_over_bare"] = res["xnn_loop_images_per_s"] / res["bare_images_per_s"]
   if res["torch_images_per_s"]:

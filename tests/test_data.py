@@ -234,8 +234,13 @@ def test_every_record_once_per_epoch_and_hosts_split_global_batches():
   ds = datasets.load_dataset(cfg)
   pre = pipeline.make_preprocess(ds, cfg, train=True)
   one = pipeline.HostBatches(ds, pre, 100, 3, 0, 1)
-  seen = [one.order[g] for g in range(len(ds.train))]
-  assert sorted(seen) == list(range(len(ds.train)))
+  n = len(ds.train)
+  seen = one.indices(0, n)
+  assert sorted(seen) == list(range(n))
+  two = one.indices(n - 30, 2 * n + 30)            # across epoch boundaries: fresh orders
+  np.testing.assert_array_equal(two[:30], seen[-30:])
+  assert sorted(two[30:30 + n]) == list(range(n)) and not np.array_equal(two[30:30 + n], seen)
+  np.testing.assert_array_equal(two[30 + n:], one.epoch_order(2)[:30])
   halves = [pipeline.HostBatches(ds, pre, 100, 3, p, 2)[5] for p in (0, 1)]
   whole = one[5]
   for k in whole:

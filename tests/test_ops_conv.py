@@ -1,4 +1,4 @@
-"""xnn.ops.conv: value and both gradients equal XLA's (``jax.vjp`` of lax's conv).
+"""xnn.ops.conv and xnn.ops.onednn: value and both gradients equal XLA's (``jax.vjp`` of lax's conv).
 
 Tolerance (float32): |ours - xla| <= 1e-4 * max|xla| + 1e-4 * |xla| elementwise, i.e.
 rtol 1e-4 and atol 1e-4 relative to the gradient's scale; the sums hold the same
@@ -18,10 +18,15 @@ from xnn.ops import conv_general_dilated, conv_general_dilated_for_backend, use_
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-@pytest.fixture(params=["taps", "conv"])
+@pytest.fixture(params=["onednn", "taps", "conv"])
 def always_custom(monkeypatch, request):
-  """Every supported layer with one weight-gradient formulation (no auto rule): each test twice."""
-  monkeypatch.setattr(xconv, "WGRAD_METHOD", request.param)
+  """Each test three times: oneDNN's kernels (2-D layers; the JAX formulations for 1-D/3-D),
+  and the pure-JAX formulations with one weight-gradient method each (no auto rule)."""
+  if request.param == "onednn":
+    monkeypatch.setenv("XNN_CPU_CONV", "onednn")
+  else:
+    monkeypatch.setenv("XNN_CPU_CONV", "xnn")
+    monkeypatch.setattr(xconv, "WGRAD_METHOD", request.param)
   return request.param
 
 
@@ -73,7 +78,9 @@ CASES = [
 @pytest.mark.parametrize("x_shape,k_shape,strides,padding,groups,dil", CASES)
 def test_value_and_grads_match_xla(always_custom, x_shape, k_shape, strides, padding, groups, dil):
   jaxpr = _check(x_shape, k_shape, strides, padding, groups, dil, seed=len(x_shape) + sum(k_shape))
-  if k_shape[-2] == 1 and groups == x_shape[-1]:   # depthwise: tap products, JAX's own gradient
+  if always_custom == "onednn":                     # every 2-D case: oneDNN's three primitives
+    assert "ffi_call" in jaxpr and "custom_vjp_call" in jaxpr and "conv_general_dilated" not in jaxpr
+  elif k_shape[-2] == 1 and groups == x_shape[-1]:  # depthwise: tap products, JAX's own gradient
     assert "conv_general_dilated" not in jaxpr and "custom_vjp_call" not in jaxpr
   else:
     assert "custom_vjp_call" in jaxpr          # the custom gradient really ran
@@ -81,6 +88,7 @@ def test_value_and_grads_match_xla(always_custom, x_shape, k_shape, strides, pad
 
 @pytest.mark.parametrize("method", ["im2col", "taps_t"])
 def test_other_formulations_match_xla(monkeypatch, method):
+  monkeypatch.setenv("XNN_CPU_CONV", "xnn")
   monkeypatch.setattr(xconv, "WGRAD_METHOD", method)
   _check((2, 9, 9, 4), (3, 3, 4, 5), (2, 2), ((1, 0), (1, 1)), 1, (2, 1))
   _check((2, 8, 8, 3), (1, 1, 3, 5), (1, 1), ((0, 0), (0, 0)))
@@ -125,8 +133,9 @@ def test_batch_group_count_falls_back(always_custom):
                                 lax.conv_general_dilated(x, w, **args))
 
 
-def test_auto_rule():
+def test_auto_rule(monkeypatch):
   """Tap products where they measured faster (benchmarks/RESULTS.md), the canonical conv elsewhere."""
+  monkeypatch.setenv("XNN_CPU_CONV", "xnn")
   assert xconv._auto_method((1, 1), 1, (3, 3), 16) == "conv"      # dense stride-1 3x3
   assert xconv._auto_method((1, 1), 1, (7, 7), 3) == "conv"       # stem
   assert xconv._auto_method((2, 2), 1, (3, 3), 3) == "conv"       # strided 3-channel stem
@@ -144,7 +153,19 @@ def _hlo_conv_labels(fn, *args):
   return re.findall(r"convolution\(.*?dim_labels=([\w>-]+)", txt)
 
 
-def test_gradients_stay_canonical_inside_scan():
+def _scanned_steps(conv, stride):
+  """3 SGD steps on (w, x) in a lax.scan: both gradients of one convolution in a loop body."""
+  def loss(w, x):
+    return jnp.sum(jnp.tanh(conv(x, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=NHWC)))
+  def run(w, x):
+    def body(c, _):
+      gw, gx = jax.grad(loss, argnums=(0, 1))(*c)
+      return (c[0] - 0.01 * gw, c[1] - 0.01 * gx), None
+    return lax.scan(body, (w, x), None, length=3)[0]
+  return run
+
+
+def test_gradients_stay_canonical_inside_scan(monkeypatch):
   """Regression guard for the 4-100x in-loop slowdown (jax-ml/jax#12868).
 
   Inside a loop body XLA:CPU leaves the gradient convolutions JAX emits in their
@@ -152,20 +173,11 @@ def test_gradients_stay_canonical_inside_scan():
   ``01oi`` kernel) and runs them as naive loops; ours are written in the canonical
   ``b01f_01io->b01f`` form, which it runs with its convolution kernel.
   """
+  monkeypatch.setenv("XNN_CPU_CONV", "xnn")
   rng = np.random.default_rng(7)
   x = jnp.asarray(rng.standard_normal((4, 10, 10, 8)), jnp.float32)
   w = jnp.asarray(rng.standard_normal((3, 3, 8, 8)), jnp.float32) / 8
-
-  def steps(conv, stride):
-    def loss(w, x):
-      return jnp.sum(jnp.tanh(conv(x, w, (stride, stride), ((1, 1), (1, 1)), dimension_numbers=NHWC)))
-    def run(w, x):
-      def body(c, _):
-        gw, gx = jax.grad(loss, argnums=(0, 1))(*c)
-        return (c[0] - 0.01 * gw, c[1] - 0.01 * gx), None
-      return lax.scan(body, (w, x), None, length=3)[0]
-    return run
-
+  steps = _scanned_steps
   for stride in (1, 2):   # stride 2: tap-product weight gradient, lhs-dilated input gradient
     ours = _hlo_conv_labels(steps(conv_general_dilated, stride), w, x)
     ref = _hlo_conv_labels(steps(lax.conv_general_dilated, stride), w, x)
@@ -174,6 +186,62 @@ def test_gradients_stay_canonical_inside_scan():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                  jax.jit(steps(conv_general_dilated, stride))(w, x),
                  jax.jit(steps(lax.conv_general_dilated, stride))(w, x))
+
+
+def test_onednn_inside_scan_is_custom_calls_only(monkeypatch):
+  """oneDNN's kernels run in loop bodies: no XLA convolution left, same three steps."""
+  monkeypatch.setenv("XNN_CPU_CONV", "onednn")
+  rng = np.random.default_rng(8)
+  x = jnp.asarray(rng.standard_normal((4, 10, 10, 8)), jnp.float32)
+  w = jnp.asarray(rng.standard_normal((3, 3, 8, 8)), jnp.float32) / 8
+  for stride in (1, 2):
+    txt = jax.jit(_scanned_steps(conv_general_dilated, stride)).lower(w, x).compile().as_text()
+    assert "convolution(" not in txt
+    assert {"xnn_onednn_conv_fwd", "xnn_onednn_conv_bwd_data", "xnn_onednn_conv_bwd_weights"} <= set(
+        __import__("re").findall(r'custom_call_target="(\w+)"', txt))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 jax.jit(_scanned_steps(conv_general_dilated, stride))(w, x),
+                 jax.jit(_scanned_steps(lax.conv_general_dilated, stride))(w, x))
+
+
+def test_onednn_available_where_xnn_installs_it():
+  """pyproject installs oneDNN on Linux x86-64: there the fast path must build and load."""
+  import platform
+  import sys
+  from xnn.ops import onednn
+  if not (sys.platform.startswith("linux") and platform.machine() == "x86_64"):
+    pytest.skip("oneDNN is installed with xnn on Linux x86-64 only")
+  assert onednn.available(), onednn.unavailable_reason()
+  assert onednn.version().startswith("3.")
+  assert onednn.library_path().is_file()
+
+
+def test_onednn_bf16_and_vmap(monkeypatch):
+  monkeypatch.setenv("XNN_CPU_CONV", "onednn")
+  rng = np.random.default_rng(9)
+  x = jnp.asarray(rng.standard_normal((3, 2, 8, 8, 4)), jnp.bfloat16)
+  w = jnp.asarray(rng.standard_normal((3, 3, 4, 6)), jnp.bfloat16)
+  args = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=NHWC)
+  f = lambda a, b: conv_general_dilated(a, b, **args)
+  ref = lambda a, b: lax.conv_general_dilated(a, b, **args)
+  out, vjp = jax.vjp(f, x[0], w)
+  rout, rvjp = jax.vjp(ref, x[0], w)
+  assert out.dtype == jnp.bfloat16
+  tol = lambda r: dict(rtol=2e-2, atol=2e-2 * float(jnp.max(jnp.abs(r.astype(jnp.float32)))))
+  np.testing.assert_allclose(np.float32(out), np.float32(rout), **tol(rout))
+  for a, b in zip(vjp(out), rvjp(out)):
+    assert a.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(a), np.float32(b), **tol(b))
+  # vmap over an extra leading axis (one oneDNN call per element)
+  np.testing.assert_allclose(np.float32(jax.vmap(f, (0, None))(x, w)),
+                             np.float32(jax.vmap(ref, (0, None))(x, w)), **tol(rout))
+
+
+def test_bad_mode_is_named(monkeypatch):
+  monkeypatch.setenv("XNN_CPU_CONV", "fast")
+  with pytest.raises(ValueError, match="XNN_CPU_CONV='fast'.*auto, onednn, xnn, xla"):
+    conv_general_dilated(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 1)), (1, 1), "SAME",
+                         dimension_numbers=NHWC)
 
 
 def test_backend_selection_and_switches(monkeypatch):
@@ -190,9 +258,18 @@ def test_backend_selection_and_switches(monkeypatch):
     assert conv_general_dilated_for_backend("cpu") is lax.conv_general_dilated
     assert "custom_vjp_call" not in jaxpr()
   assert "custom_vjp_call" in jaxpr()
+  with xconv.use_cpu_conv("onednn"):
+    assert "ffi_call" in jaxpr()
+  with xconv.use_cpu_conv("xnn"):
+    assert "custom_vjp_call" in jaxpr() and "ffi_call" not in jaxpr()
+  with pytest.raises(ValueError, match="use_cpu_conv\\('fast'\\): expected one of auto, onednn, xnn, xla"):
+    with xconv.use_cpu_conv("fast"):
+      pass
   monkeypatch.setenv("XNN_CPU_CONV", "xla")
   assert conv_general_dilated_for_backend("cpu") is lax.conv_general_dilated
   assert "custom_vjp_call" not in jaxpr()
+  with xconv.use_cpu_conv("onednn"):        # the context wins over the environment
+    assert "ffi_call" in jaxpr()
 
 
 def test_weight_grad_direct_depthwise_and_grouped():
@@ -258,9 +335,13 @@ class SmallCNN(nn.Module):
     return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
 
 
-@pytest.mark.parametrize("method", ["auto", "taps", "conv"])
+@pytest.mark.parametrize("method", ["onednn", "auto", "taps", "conv"])
 def test_flax_model_jit_grad_matches_xla(monkeypatch, method):
-  monkeypatch.setattr(xconv, "WGRAD_METHOD", method)
+  if method == "onednn":
+    monkeypatch.setenv("XNN_CPU_CONV", "onednn")
+  else:
+    monkeypatch.setenv("XNN_CPU_CONV", "xnn")
+    monkeypatch.setattr(xconv, "WGRAD_METHOD", method)
   rng = np.random.default_rng(6)
   x = jnp.asarray(rng.standard_normal((4, 16, 16, 3)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 10, 4))

@@ -1,7 +1,7 @@
 """Input pipelines on grain: per-host sharded, shuffled, augmented, checkpointable.
 
-Training reads *global batches*: one order of the records (a fresh shuffle every
-epoch from the config seed, ``grain.MapDataset.range(n).shuffle``) cut into
+Training reads *global batches*: one order of the records (a fresh permutation
+every epoch, drawn by NumPy from (seed, epoch) once per epoch) cut into
 global batches, of which each host reads only its own contiguous slice. The
 slice is read, stacked and preprocessed as one NumPy batch (no per-example
 Python work), with augmentation parameters drawn from (seed, global batch
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 from typing import Any, Iterator
 
 import grain
@@ -140,7 +141,9 @@ class HostBatches:
     self.source, self.preprocess, self.seed = ds.train, preprocess, seed
     self.global_batch, self.local = global_batch, global_batch // process_count
     self.offset = process_index * self.local
-    self.order = grain.MapDataset.range(len(ds.train)).shuffle(seed=seed)   # reshuffled every epoch
+    self.n = len(ds.train)
+    self._orders: dict[int, np.ndarray] = {}     # epoch -> permutation (the last two epochs)
+    self._lock = threading.Lock()                # grain's read-ahead threads share this object
     if preprocess.image_key is not None:
       hw = tuple(np.shape(ds.train[0][preprocess.image_key])[:2])
       self.max_dy, self.max_dx = preprocess.crop_range(preprocess.output_hw(hw))
@@ -150,9 +153,29 @@ class HostBatches:
   def __len__(self) -> int:
     return sys.maxsize
 
+  def epoch_order(self, epoch: int) -> np.ndarray:
+    """The record order of ``epoch``: a permutation drawn from (seed, epoch), kept for reuse."""
+    with self._lock:
+      order = self._orders.get(epoch)
+      if order is None:
+        # [seed, epoch, 1]: entropy distinct from draw_params' [seed, batch index]
+        order = np.random.default_rng([self.seed, epoch, 1]).permutation(self.n)
+        self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+        self._orders[epoch] = order
+      return order
+
+  def indices(self, start: int, stop: int) -> np.ndarray:
+    """Record indices at global positions [start, stop) of the endless shuffled stream."""
+    g = np.arange(start, stop)
+    out = np.empty(len(g), np.int64)
+    for e in np.unique(g // self.n):              # a batch straddles at most a few epochs
+      sel = g // self.n == e
+      out[sel] = self.epoch_order(int(e))[g[sel] % self.n]
+    return out
+
   def __getitem__(self, b: int) -> dict[str, np.ndarray]:
     start = b * self.global_batch + self.offset
-    batch = stack([self.source[self.order[g]] for g in range(start, start + self.local)], self.preprocess.keys)
+    batch = stack([self.source[int(i)] for i in self.indices(start, start + self.local)], self.preprocess.keys)
     params = None
     if self.preprocess.augment != "none":
       p = T.draw_params(self.seed, b, self.global_batch, self.max_dy, self.max_dx, self.preprocess.flip)

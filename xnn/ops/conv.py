@@ -43,11 +43,19 @@ differentiates itself).  Everything else (lhs dilation,
 ``batch_group_count`` > 1, other layouts, negative padding) falls back to plain
 ``lax.conv_general_dilated`` and therefore to XLA's own gradients.
 
+On the CPU, 2-D convolutions (f32 or bf16) go first to oneDNN's kernels
+(``xnn.ops.onednn``: forward, input and weight gradient as XLA FFI custom calls,
+2-3x faster than XLA:CPU's own and on par with PyTorch's, benchmarks/RESULTS.md);
+the formulations above serve 1-D/3-D layers and machines where oneDNN cannot be
+built.  ``XNN_CPU_CONV`` chooses: ``auto`` (default: oneDNN when available),
+``onednn`` (an error says why when it is not), ``xnn`` (the pure-JAX formulations
+above) or ``xla``.
+
 ``backend_conv`` picks at trace time: this function when the default backend is
 the CPU, ``lax.conv_general_dilated`` on GPU/TPU (their compilers keep their own
-kernels).  Setting the environment variable ``XNN_CPU_CONV=xla`` (or entering
-``use_xla_conv()``) forces XLA's convolution everywhere.  Every convolution of the
-model zoo goes through ``backend_conv`` (``xnn.models.layers.Conv``).
+kernels).  ``XNN_CPU_CONV=xla`` (or entering ``use_xla_conv()``) forces XLA's
+convolution everywhere.  Every convolution of the model zoo goes through
+``backend_conv`` (``xnn.models.layers.Conv``).
 
 Differentiation: reverse mode of any order works (the backward pass is made of
 differentiable JAX ops); forward mode (``jax.jvp``/``jacfwd``) raises JAX's
@@ -69,7 +77,7 @@ import numpy as np
 from jax import lax
 
 __all__ = ["conv_general_dilated", "conv_general_dilated_for_backend", "backend_conv",
-           "use_xla_conv", "weight_grad", "input_grad", "depthwise_taps", "fast_path_supported"]
+           "use_xla_conv", "use_cpu_conv", "cpu_conv_mode", "weight_grad", "input_grad", "depthwise_taps", "fast_path_supported"]
 
 _ENV = "XNN_CPU_CONV"
 _state = threading.local()
@@ -82,24 +90,66 @@ _state = threading.local()
 WGRAD_METHOD = "auto"
 
 
+_MODES = ("auto", "onednn", "xnn", "xla")
+
+
+def cpu_conv_mode() -> str:
+  """"auto" (default), "onednn", "xnn" or "xla": ``use_cpu_conv``'s/``use_xla_conv``'s, else ``XNN_CPU_CONV``."""
+  if getattr(_state, "mode", None):
+    return _state.mode
+  mode = os.environ.get(_ENV, "").strip().lower() or "auto"
+  if mode not in _MODES:
+    raise ValueError(f"{_ENV}={os.environ[_ENV]!r}: expected one of {', '.join(_MODES)}")
+  return mode
+
+
 def _xla_forced() -> bool:
   """True when XLA's own convolution is requested (env var or ``use_xla_conv``)."""
-  return getattr(_state, "force_xla", False) or os.environ.get(_ENV, "").lower() == "xla"
+  return cpu_conv_mode() == "xla"
+
+
+def _use_onednn(lhs, rhs, strides, pads, rdil, preferred_element_type) -> bool:
+  """Whether this 2-D convolution goes to oneDNN (mode "auto" when available, or "onednn")."""
+  mode = cpu_conv_mode()
+  if mode not in ("auto", "onednn") or jax.default_backend() != "cpu":
+    return False
+  from xnn.ops import onednn
+  if not onednn.supports(lhs, rhs, strides, pads, rdil, preferred_element_type):
+    return False
+  if mode == "onednn" and not onednn.available():
+    raise RuntimeError(f"{_ENV}=onednn but oneDNN convolutions are unavailable: "
+                       f"{onednn.unavailable_reason()}")
+  return onednn.available()
 
 
 @contextlib.contextmanager
+def _override(mode: str | None):
+  """Sets (None: clears) this thread's trace-time override of ``XNN_CPU_CONV``."""
+  old = getattr(_state, "mode", None)
+  _state.mode = mode
+  try:
+    yield
+  finally:
+    _state.mode = old
+
+
+def use_cpu_conv(mode: str):
+  """Context manager: inside it, the CPU convolution is ``mode`` (as ``XNN_CPU_CONV``).
+
+  Acts at trace time, like ``use_xla_conv``.
+  """
+  if mode not in _MODES:
+    raise ValueError(f"use_cpu_conv({mode!r}): expected one of {', '.join(_MODES)}")
+  return _override(mode)
+
+
 def use_xla_conv(enabled: bool = True):
-  """Context manager: inside it, ``conv_general_dilated`` is plain XLA.
+  """Context manager: inside it, ``conv_general_dilated`` is plain XLA (``enabled=False``: as configured).
 
   Acts at trace time: functions already traced and cached by ``jax.jit`` keep the
   convolution they were traced with.
   """
-  old = getattr(_state, "force_xla", False)
-  _state.force_xla = enabled
-  try:
-    yield
-  finally:
-    _state.force_xla = old
+  return _override("xla" if enabled else None)
 
 
 def conv_general_dilated_for_backend(backend: str | None = None):
@@ -390,6 +440,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
                                     rhs_dilation, dimension_numbers, feature_group_count,
                                     batch_group_count, precision, preferred_element_type)
   strides, pads, rdil, groups = cfg
+  if len(strides) == 2 and _use_onednn(lhs, rhs, strides, pads, rdil, preferred_element_type):
+    from xnn.ops import onednn
+    return onednn.conv2d(lhs, rhs, strides, pads, rdil, groups)
   if groups > 1 and rhs.shape[-2] == 1 and groups == lhs.shape[-1]:     # depthwise
     out_dtype = preferred_element_type or jnp.promote_types(lhs.dtype, rhs.dtype)
     return depthwise_taps(lhs, rhs, strides, pads, rdil, out_dtype)

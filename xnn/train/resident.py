@@ -22,11 +22,12 @@ of (seed, step).
 ``train.device_resident="auto"`` (default) takes this path whenever the dataset
 is supported and its float32 copy fits in ``train.device_resident_max_mb`` per
 device; ``"on"`` insists (an error says why it cannot), ``"off"`` streams.
-Measured on the 2-core CPU (benchmarks/RESULTS.md): LeNet-5 on the digits 1.79x
-the streaming loop's images/s, ResNet-20 on CIFAR-shaped data 1.21x, LeNet-5 on
-CIFAR-shaped data 1.08x.  This needs the convolution
-gradients of ``xnn.ops.conv``: XLA:CPU runs its own gradient convolutions 4-100x
-slower inside a loop body such as this ``lax.scan`` (jax-ml/jax#12868).
+Measured on the 2-core CPU (benchmarks/RESULTS.md): LeNet-5 on the digits 2.20x
+the streaming loop's images/s, ResNet-20 on CIFAR-shaped data 1.32-1.53x, LeNet-5
+on CIFAR-shaped data 1.32x.  On the CPU this needs xnn's convolutions (oneDNN's
+kernels, ``xnn.ops.onednn``, or the pure-JAX gradients of ``xnn.ops.conv``):
+XLA:CPU runs its own gradient convolutions 4-100x slower inside a loop body such
+as this ``lax.scan`` (jax-ml/jax#12868).
 """
 
 from __future__ import annotations
@@ -118,10 +119,13 @@ def make_batch_fn(mesh: Mesh, pre: Preprocess, data: ResidentData, seed: int,
   key = jax.random.key(seed)
   lb, spe = data.local_batch, data.steps_per_epoch
 
-  def local(images, labels, step):
+  def local_permutation(epoch):
     dev = jax.lax.axis_index("data")
-    epoch, pos = step // spe, step % spe
-    perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, epoch), dev), images.shape[0])
+    return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, epoch), dev), data.per_device)
+
+  def local(images, labels, step, perm):
+    dev = jax.lax.axis_index("data")
+    pos = step % spe
     idx = jax.lax.dynamic_slice(perm, (pos * lb,), (lb,))
     x, y = images[idx], labels[idx]
     if pre.augment != "none":
@@ -139,16 +143,39 @@ def make_batch_fn(mesh: Mesh, pre: Preprocess, data: ResidentData, seed: int,
       x = (x - mean) * inv_std
     return {image_key: x, label_key: y}
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(P("data"), P("data"), P()), out_specs=P("data"))
+  permutation = jax.shard_map(local_permutation, mesh=mesh, in_specs=P(), out_specs=P("data"))
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("data"), P("data"), P(), P("data")),
+                          out_specs=P("data"))
+
+  def batch(images, labels, step, perm=None):
+    """The batch of ``step``; ``perm``: ``batch.permutation(step // steps_per_epoch)`` if known."""
+    return sharded(images, labels, step, permutation(step // spe) if perm is None else perm)
+
+  batch.permutation = permutation          # epoch -> each device's order of its shard
+  batch.steps_per_epoch = spe
+  return batch
 
 
 def make_chunk_fn(train_step: Callable, batch_fn: Callable, num_steps: int) -> Callable:
-  """``chunk(state, images, labels, rng) -> (state, stacked metrics)``: ``num_steps`` steps in one dispatch."""
+  """``chunk(state, images, labels, rng) -> (state, stacked metrics)``: ``num_steps`` steps in one dispatch.
+
+  The epoch's permutation is carried through the scan and drawn again only when the
+  epoch changes (a sort of the whole shard: ~20 ms for CIFAR-10's 50,000 on 2 CPU
+  cores, as much as a ResNet-20 step's tenth if drawn every step).
+  """
+  spe = batch_fn.steps_per_epoch
 
   def chunk(state, images, labels, rng):
-    def body(state, _):
-      batch = batch_fn(images, labels, state.step)
-      return train_step(state, batch, rng)
-    return jax.lax.scan(body, state, None, length=num_steps)
+    def body(carry, _):
+      state, perm, perm_epoch = carry
+      epoch = state.step // spe
+      perm = jax.lax.cond(epoch == perm_epoch, lambda: perm, lambda: batch_fn.permutation(epoch))
+      state, metrics = train_step(state, batch_fn(images, labels, state.step, perm), rng)
+      return (state, perm, epoch), metrics
+
+    epoch0 = state.step // spe
+    (state, _, _), metrics = jax.lax.scan(body, (state, batch_fn.permutation(epoch0), epoch0), None,
+                                          length=num_steps)
+    return state, metrics
 
   return chunk
