@@ -14,8 +14,9 @@ and compute dtype, images/s of:
               torchvision's resnet50), float32 or ``autocast(bfloat16)``;
 
 plus the device's measured matrix-multiply rate (8192^3 products, or 2048^3 on a
-CPU) in each dtype -- the denominator of the "fraction of the hardware limit"
-ratio computed from ``xnn cost --train`` MACs (see benchmarks/RESULTS.md).
+CPU) in each dtype and the hardware limit it implies: that rate divided by the
+training FLOPs per image (2 x the forward + backward MACs of ``xnn cost --train``),
+printed with the ratios xnn / PyTorch and xnn / limit (see benchmarks/RESULTS.md).
 Ratios are only meaningful within one run: absolute times drift on shared machines.
 """
 
@@ -75,11 +76,18 @@ def jax_bare(name: str, batch: int, shape, dtype: str, steps: int) -> float:
   return batch * steps / (time.perf_counter() - t)
 
 
+def train_flops_per_image(name: str, shape) -> float:
+  """2 x (forward + backward MACs) of one training image, from ``xnn cost --train``."""
+  from xnn.cost import analyze_model
+  rep = analyze_model(name, shape, batch=1, train=True, num_classes=10 if name == "resnet20" else 1000)
+  return 2.0 * (rep.macs + rep.backward_macs)
+
+
 def torch_model(name: str):
   import torch.nn as nn
   import torch.nn.functional as F
   if name == "resnet50":
-    import torchvision
+    import torchvision          # ImportError: no PyTorch column for this model
     return torchvision.models.resnet50()
 
   class Block(nn.Module):
@@ -124,7 +132,11 @@ def torch_bench(name: str, batch: int, shape, dtype: str, steps: int) -> float |
   dev = "cuda" if torch.cuda.is_available() else "cpu"
   if dev == "cpu":
     torch.set_num_threads(os.cpu_count() or 1)
-  net = torch_model(name).to(dev)
+  try:
+    net = torch_model(name).to(dev)
+  except ImportError as e:
+    print(f"no PyTorch {name}: {e}", flush=True)
+    return None
   opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
   x = torch.randn(batch, shape[2], shape[0], shape[1], device=dev)
   y = torch.randint(0, 10, (batch,), device=dev)
@@ -157,6 +169,7 @@ def main() -> int:
   p.add_argument("--dtypes", default="float32,bfloat16")
   p.add_argument("--steps", type=int, default=30)
   p.add_argument("--json")
+  p.add_argument("--loop", action="store_true", help="also time train_and_evaluate (streaming input)")
   a = p.parse_args()
   out = {"device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(), "jax": jax.__version__,
          "matmul_flops_per_s": {}, "rows": []}
@@ -168,15 +181,27 @@ def main() -> int:
   dtypes = a.dtypes.split(",")
   for dt in dtypes:
     out["matmul_flops_per_s"][dt] = matmul_rate(dt)
-    print(f"matmul {dt}: {out['matmul_flops_per_s'][dt] / 1e12:.1f} TFLOP/s", flush=True)
+    print(f"matmul {dt}: {out['matmul_flops_per_s'][dt] / 1e9:,.1f} GFLOP/s", flush=True)
   for name in a.models.split(","):
     batch, shape = SETUPS[name]
+    flops = train_flops_per_image(name, shape)
     for dt in dtypes:
-      row = {"model": name, "batch": batch, "dtype": dt,
+      limit = out["matmul_flops_per_s"][dt] / flops
+      row = {"model": name, "batch": batch, "dtype": dt, "train_flops_per_image": flops,
+             "limit_images_per_s": limit,
              "jax_bare_images_per_s": jax_bare(name, batch, shape, dt, a.steps),
              "torch_images_per_s": torch_bench(name, batch, shape, dt, a.steps)}
+      row["jax_over_limit"] = row["jax_bare_images_per_s"] / limit
+      if a.loop:
+        from train_step import xnn_loop
+        row["xnn_loop_images_per_s"] = xnn_loop(name, batch, a.steps, size=shape[0], dtype=dt,
+                                                num_classes=10 if name == "resnet20" else 1000)
+        row["xnn_loop_over_limit"] = row["xnn_loop_images_per_s"] / limit
       if row["torch_images_per_s"]:
         row["jax_over_torch"] = row["jax_bare_images_per_s"] / row["torch_images_per_s"]
+        row["torch_over_limit"] = row["torch_images_per_s"] / limit
+        if a.loop:
+          row["xnn_loop_over_torch"] = row["xnn_loop_images_per_s"] / row["torch_images_per_s"]
       out["rows"].append(row)
       print(json.dumps(row), flush=True)
   return finish(out, a.json)

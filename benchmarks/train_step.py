@@ -38,17 +38,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import finish, median_train_rate  # noqa: E402
 
 
-def xnn_loop(model: str, batch: int, steps: int, resident: str = "off") -> float:
+def xnn_loop(model: str, batch: int, steps: int, resident: str = "off", size: int = 32,
+             dtype: str = "float32", num_classes: int = 10) -> float:
+  """Training images/s of ``train_and_evaluate`` on random uint8 ``size``x``size``x3 images."""
   from xnn.configs.default import get_config
   from xnn.data import from_arrays
   from xnn.train import train_and_evaluate
   rng = np.random.default_rng(0)
   n = batch * 8
-  x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-  y = rng.integers(0, 10, n)
-  ds = from_arrays(x, y, x[:batch], y[:batch])
+  x = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+  y = rng.integers(0, num_classes, n)
+  ds = from_arrays(x, y, x[:batch], y[:batch], num_classes=num_classes)
   c = get_config()
   c.model.name = model
+  c.model.dtype = dtype
   c.data.image_size, c.data.channels, c.data.augment = 0, 0, "pad_crop_flip"
   c.train.batch_size, c.train.num_steps = batch, 8 * (steps // 8 + 1)
   c.train.eval_every_epochs, c.train.checkpoint_every_steps = 10_000, 10_000_000

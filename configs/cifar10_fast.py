@@ -13,14 +13,16 @@ Recipe:    D. Page, "How to train your ResNet" (2018), the DAWNBench entry: ResN
            The training set lives on the accelerator (train.device_resident, auto).
 Differs:   Page pads with reflection and adds 8x8 Cutout; xnn pads with zeros and
            has no Cutout, so expect slightly lower accuracy than his 94%.
-Runtime:   not yet measured on a GPU (no device time in the session that wrote this
-           config).  Lower bound from the cost model: 1.14 GMACs of training
-           arithmetic per image (0.379 forward + 0.759 backward, `xnn cost resnet9
-           --train`) x 50,000 x 24 epochs = 2.7 PFLOP, 4.0 s at the 688 TFLOP/s bf16
-           matrix rate measured on an H100 (benchmarks/RESULTS.md); Page reports 79 s
-           on a V100 in float16.  On the 2-core development CPU an epoch would take
-           about 30 min (ResNet-20's measured 286 images/s scaled by the 9x MACs;
-           not run): use a GPU.
+Runtime:   expected on one H100: about 45 s of training plus compilation --
+           1.14 GMACs of training arithmetic per image (0.379 forward + 0.757
+           backward, `xnn cost resnet9 --train`) x 50,000 x 24 epochs = 1.36 PMAC
+           at the 31.1 TMAC/s (62 TFLOP/s) that xnn's bf16 ResNet-50 training step
+           sustained on an H100 (2,562 images/s x 12.15 GMACs, benchmarks/RESULTS.md);
+           lower bound 4.0 s at the 688 TFLOP/s bf16 matrix rate measured there;
+           Page reports 79 s on a V100 in float16.  Not yet run on a GPU (no device
+           time in the sessions that wrote this config).  On the 2-core
+           development CPU an epoch would take about 15 min (ResNet-20's 550 images/s
+           device-resident, scaled by ResNet-9's 9.4x training MACs; not run): use a GPU.
 Expected:  about 94% test accuracy after 24 epochs (Page: 94.08% with Cutout).
 Needs:     CIFAR-10 downloaded by TFDS (network), or the original
            cifar-10-binary.tar.gz in --config.data.manual_dir.

@@ -22,12 +22,13 @@ of (seed, step).
 ``train.device_resident="auto"`` (default) takes this path whenever the dataset
 is supported and its float32 copy fits in ``train.device_resident_max_mb`` per
 device; ``"on"`` insists (an error says why it cannot), ``"off"`` streams.
-Measured on the 2-core CPU (benchmarks/RESULTS.md): LeNet-5 on the digits 2.20x
-the streaming loop's images/s, ResNet-20 on CIFAR-shaped data 1.32-1.53x, LeNet-5
-on CIFAR-shaped data 1.32x.  On the CPU this needs xnn's convolutions (oneDNN's
-kernels, ``xnn.ops.onednn``, or the pure-JAX gradients of ``xnn.ops.conv``):
-XLA:CPU runs its own gradient convolutions 4-100x slower inside a loop body such
-as this ``lax.scan`` (jax-ml/jax#12868).
+Measured on the 2-core CPU (benchmarks/RESULTS.md): LeNet-5 on the digits 1.7-2.2x
+the streaming loop's images/s, ResNet-20 on CIFAR-shaped data 1.32-1.56x, LeNet-5
+on CIFAR-shaped data 1.1-1.3x (bounded there by the host work it removes).  On
+the CPU this needs xnn's convolutions (oneDNN's kernels, ``xnn.ops.onednn``, or
+the pure-JAX gradients of ``xnn.ops.conv``): XLA:CPU runs its own gradient
+convolutions 4-100x slower inside a loop body such as this ``lax.scan``
+(jax-ml/jax#12868).
 """
 
 from __future__ import annotations
