@@ -172,7 +172,7 @@ def bench_model(batch: int, steps: int) -> None:
   from train_step import timed_step   # benchmarks/ is on sys.path when run as a script
   from xnn.ops import onednn
   modes = ["xla", "xnn"] + (["onednn"] if onednn.available() else [])
-  one = {m: timed_step("resnet20", batch, steps, conv=m) for m in modes}
+  one = {m: timed_step("resnet20", batch, steps, conv=m, keep_first=True) for m in modes}
   ref = one["xla"][1].params
   print(f"\nResNet-20 train step, batch {batch}, one step per dispatch:")
   for m, (rate, state) in one.items():

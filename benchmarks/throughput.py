@@ -31,7 +31,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,26 +53,10 @@ def matmul_rate(dtype: str) -> float:
 
 
 def jax_bare(name: str, batch: int, shape, dtype: str, steps: int) -> float:
-  import optax
-  from xnn import models
-  from xnn.train.step import create_train_state, make_train_step
-  model = models.build(name, num_classes=10 if name == "resnet20" else 1000, dtype=jnp.dtype(dtype))
-  tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
-  state = jax.jit(lambda k: create_train_state(model, tx, k, (jnp.zeros((1, *shape)),)))(jax.random.key(0))
-  step = jax.jit(make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
-                                 lr_fn=lambda s: 0.1), donate_argnums=0)
-  rng = np.random.default_rng(0)
-  b = {"image": jnp.asarray(rng.standard_normal((batch, *shape)), jnp.float32),
-       "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
-  key = jax.random.key(1)
-  for _ in range(2):
-    state, m = step(state, b, key)
-  jax.block_until_ready(m)
-  t = time.perf_counter()
-  for _ in range(steps):
-    state, m = step(state, b, key)
-  jax.block_until_ready(m)
-  return batch * steps / (time.perf_counter() - t)
+  """xnn's jitted train step, dispatches pipelined (``train_step.timed_step``)."""
+  from train_step import timed_step
+  return timed_step(name, batch, steps, shape=shape, dtype=dtype,
+                    num_classes=10 if name == "resnet20" else 1000, pipelined=True)[0]
 
 
 def train_flops_per_image(name: str, shape) -> float:

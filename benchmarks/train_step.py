@@ -71,22 +71,28 @@ def bare_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1, co
   return timed_step(model_name, batch, steps, per_dispatch, conv)[0]
 
 
-def timed_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1, conv: str = "auto"):
-  """(images/s, state after the first step, on the host) of the bare jitted step.
+def timed_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1, conv: str = "auto",
+               shape=(32, 32, 3), dtype: str = "float32", num_classes: int = 10,
+               pipelined: bool = False, keep_first: bool = False):
+  """(images/s, state after the first step on the host or None) of the bare jitted step.
 
+  SGD momentum 0.9 + weight decay 1e-4 on one random batch already on the device.
   ``per_dispatch`` > 1: that many steps in one ``lax.scan`` (as the device-resident
   loop runs them); ``conv``: the zoo's CPU convolutions, traced under
   ``use_cpu_conv(conv)``: "auto" (oneDNN where available), "onednn", "xnn" (the
-  pure-JAX gradients of ``xnn.ops.conv``) or "xla" (XLA's own).
+  pure-JAX gradients of ``xnn.ops.conv``) or "xla" (XLA's own).  Rate: the median of
+  per-dispatch times, or with ``pipelined`` the whole loop timed once (dispatches
+  overlap, as on a GPU).  ``keep_first``: also return a host copy of the state after
+  the first (compiling) step, for comparing parameters across formulations.
   """
   import optax
   from xnn import models
   from xnn.ops.conv import use_cpu_conv
   from xnn.train.step import create_train_state, make_train_step
   with use_cpu_conv(conv):
-    model = models.build(model_name, num_classes=10)
+    model = models.build(model_name, num_classes=num_classes, dtype=jnp.dtype(dtype))
     tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
-    state = create_train_state(model, tx, jax.random.key(0), (jnp.zeros((1, 32, 32, 3)),))
+    state = jax.jit(lambda k: create_train_state(model, tx, k, (jnp.zeros((1, *shape)),)))(jax.random.key(0))
     one = make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
                           lr_fn=lambda s: 0.1)
     if per_dispatch > 1:
@@ -96,14 +102,23 @@ def timed_step(model_name: str, batch: int, steps: int, per_dispatch: int = 1, c
     else:
       step = jax.jit(one, donate_argnums=0)
     rng = np.random.default_rng(0)
-    b = {"image": jnp.asarray(rng.standard_normal((batch, 32, 32, 3)), jnp.float32),
-         "label": jnp.asarray(rng.integers(0, 10, batch), jnp.int32)}
+    b = {"image": jnp.asarray(rng.standard_normal((batch, *shape)), jnp.float32),
+         "label": jnp.asarray(rng.integers(0, num_classes, batch), jnp.int32)}
     key = jax.random.key(1)
     state, m = step(state, b, key)       # traced (and compiled) inside the context
     jax.block_until_ready(m)
-  first = jax.device_get(state)         # a host copy: the next step donates the buffers
+  first = jax.device_get(state) if keep_first else None   # the next step donates the buffers
+  n = max(1, steps // per_dispatch)
+  if pipelined:
+    state, m = step(state, b, key)       # one more warm-up dispatch
+    jax.block_until_ready(m)
+    t = time.perf_counter()
+    for _ in range(n):
+      state, m = step(state, b, key)
+    jax.block_until_ready(m)
+    return batch * per_dispatch * n / (time.perf_counter() - t), first
   times = []
-  for _ in range(max(1, steps // per_dispatch)):
+  for _ in range(n):
     t = time.perf_counter()
     state, m = step(state, b, key)
     jax.block_until_ready(m)

@@ -14,15 +14,14 @@ Expected:  test accuracy 0.8933 for MobileNet V2 (the 000_* log); 91.4% for
 Runtime:   minutes per epoch on one GPU. The networks come from the CNN zoo.
 """
 
+from xnn.configs.default import cifar10_native
 from xnn.configs.default import get_config as _default
 
 
 def get_config(arg: str | None = None):
   c = _default()
   c.model.name = arg or "mobilenet_v2_28"
-  c.data.name = "cifar10"
-  c.data.image_size = 0
-  c.data.channels = 0
+  cifar10_native(c)
   c.data.augment = "random_crop"
   c.data.crop_size = 28
   c.data.flip = True

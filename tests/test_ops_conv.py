@@ -166,7 +166,7 @@ def _scanned_steps(conv, stride):
 
 
 def test_gradients_stay_canonical_inside_scan(monkeypatch):
-  """Regression guard for the 4-100x in-loop slowdown (jax-ml/jax#12868).
+  """Regression guard for the 64-151x in-loop slowdown (jax-ml/jax#12868).
 
   Inside a loop body XLA:CPU leaves the gradient convolutions JAX emits in their
   non-canonical forms (weight gradient ``f01b_i01o->01bf``, input gradient with a

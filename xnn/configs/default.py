@@ -90,15 +90,21 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return c
 
 
+def cifar10_native(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """CIFAR-10 at its native 32x32x3 (no resize, no channel change); shared by the CIFAR-10 configs."""
+  c.data.name = "cifar10"
+  c.data.image_size = 0
+  c.data.channels = 0
+  return c
+
+
 def cifar10_pad_crop_flip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """CIFAR-10 at its native 32x32x3 with He et al. 2015's augmentation (sec. 4.2).
 
   4-pixel padding, a random 32x32 crop and a horizontal flip; per-channel
-  normalisation (the default).  Shared by the CIFAR-10 config files.
+  normalisation (the default).
   """
-  c.data.name = "cifar10"
-  c.data.image_size = 0
-  c.data.channels = 0
+  cifar10_native(c)
   c.data.augment = "pad_crop_flip"
   c.data.pad = 4
   c.data.flip = True

@@ -20,8 +20,8 @@ from xnn.ops.conv import backend_conv
 
 Dtype = Any
 
-# Every convolution of the zoo: on the CPU backend with xnn.ops.conv's gradients
-# (fast on XLA:CPU, also inside lax.scan), elsewhere lax.conv_general_dilated.
+# Every convolution of the zoo: on the CPU backend xnn.ops.conv (oneDNN's kernels, or
+# pure-JAX gradients XLA:CPU runs fast inside lax.scan too), elsewhere lax's.
 Conv = functools.partial(nn.Conv, conv_general_dilated=backend_conv)
 
 BN_MOMENTUM = 0.9
@@ -40,7 +40,7 @@ def conv(features: int, kernel: int | Sequence[int], stride: int = 1,
          name: str | None = None, **kw: Any) -> nn.Conv:
   """A 2-D convolution with explicit symmetric padding (default: 'same' at stride 1).
 
-  Uses ``xnn.ops.conv.backend_conv`` (gradients XLA:CPU runs fast, in loops too).
+  Uses ``xnn.ops.conv.backend_conv`` (on the CPU: oneDNN's kernels where available).
   """
   k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
   if padding is None:

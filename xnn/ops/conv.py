@@ -8,9 +8,9 @@ its input and output channels exchanged (kernel labels ``01oi``).  At the top le
 of a program XLA:CPU rewrites both into the canonical ``b01f_01io->b01f`` form
 (transposing operands) and runs them with its fast convolution kernel.  Inside a
 loop body (``lax.scan``/``fori_loop``, e.g. several training steps per dispatch) it
-does not: they stay non-canonical and are emitted as naive loops, 4-150x slower
-(jax-ml/jax#12868; ResNet-20's 3x3 32x32x16 weight gradient at batch 128: 814 ms
-against 13 ms, jax 0.10.2, 2 cores).  Here the forward pass stays XLA's own and
+does not: they stay non-canonical and are emitted as naive loops (jax-ml/jax#12868):
+the weight gradients measured 64-151x slower (ResNet-20's 3x3 32x32x16 at batch
+128: 814 ms against 13 ms, jax 0.10.2, 2 cores).  Here the forward pass stays XLA's own and
 both gradients are written out explicitly:
 
 * the input gradient (``input_grad``): the same convolution JAX's transpose rule
@@ -227,6 +227,12 @@ def fast_path_supported(lhs, rhs, window_strides, padding, lhs_dilation=None,
                  dimension_numbers, feature_group_count, batch_group_count) is not None
 
 
+def output_spatial(in_sp, ksz, strides, pads, rdil) -> tuple[int, ...]:
+  """Output spatial sizes of a convolution with explicit pads: (n + lo + hi - eff) // s + 1."""
+  return tuple((n + lo + hi - (k - 1) * d - 1) // s + 1
+               for n, k, s, (lo, hi), d in zip(in_sp, ksz, strides, pads, rdil))
+
+
 def _tap_slices(xp, out_sp, ksz, strides, rdil):
   """Yield, for each kernel tap in row-major order, xp's shifted strided slice of size out_sp."""
   nd = len(ksz)
@@ -379,8 +385,7 @@ def depthwise_taps(lhs, rhs, strides, pads, rdil, out_dtype):
   if mult > 1:
     x = jnp.repeat(x, mult, axis=-1)      # output channel c*m + q reads input channel c
   xp = jnp.pad(x, ((0, 0),) + tuple(pads) + ((0, 0),)) if any(v for p in pads for v in p) else x
-  out_sp = tuple((n + lo + hi - (k - 1) * d - 1) // s + 1
-                 for n, (lo, hi), k, d, s in zip(lhs.shape[1:-1], pads, ksz, rdil, strides))
+  out_sp = output_spatial(lhs.shape[1:-1], ksz, strides, pads, rdil)
   w = rhs.astype(acc).reshape(-1, rhs.shape[-1])          # (taps, C*m)
   out = None
   for t, xs in enumerate(_tap_slices(xp, out_sp, ksz, strides, rdil)):

@@ -190,12 +190,8 @@ def library_path() -> pathlib.Path | None:
 
 def output_shape(x_shape, k_shape, strides, pads, dilation):
   """NHWC output shape of the convolution (XLA's and oneDNN's formula)."""
-  n, h, w, _ = x_shape
-  kh, kw, _, o = k_shape
-  sp = []
-  for size, k, s, (lo, hi), d in zip((h, w), (kh, kw), strides, pads, dilation):
-    sp.append((size + lo + hi - ((k - 1) * d + 1)) // s + 1)
-  return (n, sp[0], sp[1], o)
+  from xnn.ops.conv import output_spatial
+  return (x_shape[0], *output_spatial(x_shape[1:3], k_shape[:2], strides, pads, dilation), k_shape[3])
 
 
 def _call(op, a, b, out_shape, cfg):
@@ -210,9 +206,8 @@ def _call(op, a, b, out_shape, cfg):
 
 
 @functools.lru_cache(maxsize=None)
-def _ops(cfg, x_shape, k_shape):
+def _ops(cfg, x_shape, k_shape, y_shape):
   """The three mutually-transposed custom-vjp primitives for one static configuration."""
-  y_shape = output_shape(x_shape, k_shape, *cfg[:3])
 
   @jax.custom_vjp
   def fwd(x, w):
@@ -260,4 +255,4 @@ def conv2d(lhs, rhs, strides, pads, dilation, groups):
   y_shape = output_shape(lhs.shape, rhs.shape, *cfg[:3])
   if min(y_shape[1:3]) < 1:
     raise ValueError(f"convolution output would be empty: {y_shape}")
-  return _ops(cfg, tuple(lhs.shape), tuple(rhs.shape))(lhs, rhs)
+  return _ops(cfg, tuple(lhs.shape), tuple(rhs.shape), y_shape)(lhs, rhs)

@@ -26,15 +26,15 @@ Measured on the 2-core CPU (benchmarks/RESULTS.md): LeNet-5 on the digits 1.7-2.
 the streaming loop's images/s, ResNet-20 on CIFAR-shaped data 1.32-1.56x, LeNet-5
 on CIFAR-shaped data 1.1-1.3x (bounded there by the host work it removes).  On
 the CPU this needs xnn's convolutions (oneDNN's kernels, ``xnn.ops.onednn``, or
-the pure-JAX gradients of ``xnn.ops.conv``): XLA:CPU runs its own gradient
-convolutions 4-100x slower inside a loop body such as this ``lax.scan``
+the pure-JAX gradients of ``xnn.ops.conv``): XLA:CPU runs its own weight-gradient
+convolutions 64-151x slower inside a loop body such as this ``lax.scan``
 (jax-ml/jax#12868).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
