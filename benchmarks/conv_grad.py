@@ -33,6 +33,7 @@ import numpy as np
 from jax import lax
 
 from xnn.ops import conv as xconv
+from xnn.ops import conv_general_dilated, conv_setting, current
 
 DN = ("NHWC", "HWIO", "NHWC")
 
@@ -111,7 +112,7 @@ def torch_layer_times(n, h, c, o, k, s, grp, runs):
   p = k // 2
   x = torch.randn(n, c, h, h).to(memory_format=torch.channels_last).requires_grad_(True)
   w = (torch.randn(o, c // grp, k, k) / np.sqrt(k * k * c / grp)).requires_grad_(True)
-  conv = lambda: torch.nn.functional.conv2d(x, w, None, s, p, 1, grp)   # noqa: E731
+  conv = lambda: torch.nn.functional.conv2d(x, w, None, s, p, 1, grp)
   y = conv()
   g = torch.randn_like(y)
   with torch.no_grad():
@@ -128,14 +129,14 @@ def bench_torch(runs: int, extra: bool) -> None:
   except ImportError:
     print("torch is not installed: no PyTorch comparison")
     return
-  print(f"\nPer layer, xnn ({xconv.cpu_conv_mode()}) vs PyTorch {torch.__version__} (channels-last, oneDNN), ms:")
+  print(f"\nPer layer, xnn ({current().cpu}) vs PyTorch {torch.__version__} (channels-last, oneDNN), ms:")
   print(f"{'layer':30s} {'fwd xnn':>8s} {'fwd pt':>8s} {'dx xnn':>8s} {'dx pt':>8s} {'dw xnn':>8s} "
         f"{'dw pt':>8s} {'all xnn':>8s} {'all pt':>8s} {'pt/xnn':>7s}")
   rng = np.random.default_rng(0)
   for name, n, h, c, o, k, s, grp in RESNET_SHAPES + (EXTRA_SHAPES if extra else []):
     p = k // 2
     x, w, g = _layer_inputs(rng, n, h, c, o, k, s, grp)
-    fb, xb, wb, _ = layer_times(xconv.conv_general_dilated, x, w, g, s, p, grp, runs)
+    fb, xb, wb, _ = layer_times(conv_general_dilated, x, w, g, s, p, grp, runs)
     ft, xt, wt = torch_layer_times(n, h, c, o, k, s, grp, runs)
     print(f"{name:30s} {fb:8.2f} {ft:8.2f} {xb:8.2f} {xt:8.2f} {wb:8.2f} {wt:8.2f} "
           f"{fb + xb + wb:8.2f} {ft + xt + wt:8.2f} {(ft + xt + wt) / (fb + xb + wb):7.2f}", flush=True)
@@ -152,7 +153,7 @@ def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False,
     p = k // 2
     x, w, g = _layer_inputs(rng, n, h, c, o, k, s, grp)
     fa, xa, wa, *la, ra = layer_times(lax.conv_general_dilated, x, w, g, s, p, grp, runs, in_loop)
-    fb, xb, wb, *lb, rb = layer_times(xconv.conv_general_dilated, x, w, g, s, p, grp, runs, in_loop)
+    fb, xb, wb, *lb, rb = layer_times(conv_general_dilated, x, w, g, s, p, grp, runs, in_loop)
     err = float(jnp.max(jnp.abs(ra - rb)) / jnp.max(jnp.abs(ra)))
     loop = f" {la[0]:9.2f} {lb[0]:9.2f} {la[0] / lb[0]:7.1f}" if in_loop else ""
     print(f"{name:30s} {fa:8.2f} {fb:8.2f} {xa:8.2f} {xb:8.2f} {wa:8.2f} {wb:8.2f} "
@@ -161,15 +162,15 @@ def bench_layers(runs: int, extra: bool = False, compare_methods: bool = False,
       res = []
       for meth in (("conv", "taps", "taps_t", "im2col") if grp == 1 else ("taps", "taps_dot")):
         pads = ((p, p), (p, p))
-        f = jax.jit(lambda x, g, meth=meth: xconv.weight_grad(
-            x, g, w.shape, (s, s), pads, (1, 1), grp, method=meth))
+        f = jax.jit(lambda x, g, meth=meth, shape=w.shape, st=(s, s), pads=pads, grp=grp: xconv.weight_grad(
+            x, g, shape, st, pads, (1, 1), grp, method=meth))
         res.append(f"{meth} {_median_ms(f, x, g, runs=runs):.2f}")
       print(f"{'':30s} weight-grad formulations alone (ms): " + ", ".join(res), flush=True)
 
 
 def bench_model(batch: int, steps: int) -> None:
   """ResNet-20 train step with XLA's, xnn's pure-JAX and oneDNN's convolutions, 1 and 8 steps per dispatch."""
-  from train_step import timed_step   # benchmarks/ is on sys.path when run as a script
+  from common import timed_step
   from xnn.ops import onednn
   modes = ["xla", "xnn"] + (["onednn"] if onednn.available() else [])
   one = {m: timed_step("resnet20", batch, steps, conv=m, keep_first=True) for m in modes}
@@ -205,17 +206,17 @@ def main() -> int:
   ap.add_argument("--conv", default="auto", choices=("auto", "onednn", "xnn"),
                   help="xnn's CPU convolution in the per-layer tables (XNN_CPU_CONV)")
   a = ap.parse_args()
-  xconv.WGRAD_METHOD = a.method
   from xnn.ops import onednn
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.devices()[0].device_kind},"
         f" xnn conv {a.conv} (oneDNN {onednn.version() or 'unavailable'}), weight-grad method {a.method}")
-  with xconv.use_cpu_conv(a.conv):
-    if not a.skip_layers:
-      bench_layers(a.runs, a.extra, a.compare_methods, a.in_loop)
-    if a.torch:
-      bench_torch(a.runs, a.extra)
-  if not a.skip_model:
-    bench_model(a.batch, a.steps)
+  with conv_setting(wgrad=a.method):
+    with conv_setting(cpu=a.conv):
+      if not a.skip_layers:
+        bench_layers(a.runs, a.extra, a.compare_methods, a.in_loop)
+      if a.torch:
+        bench_torch(a.runs, a.extra)
+    if not a.skip_model:
+      bench_model(a.batch, a.steps)
   return 0
 
 

@@ -1,4 +1,4 @@
-"""xnn.ops.conv and xnn.ops.onednn: value and both gradients equal XLA's (``jax.vjp`` of lax's conv).
+"""xnn.ops (backend, conv, onednn): value and both gradients equal XLA's (``jax.vjp`` of lax's conv).
 
 Tolerance (float32): |ours - xla| <= 1e-4 * max|xla| + 1e-4 * |xla| elementwise, i.e.
 rtol 1e-4 and atol 1e-4 relative to the gradient's scale; the sums hold the same
@@ -12,22 +12,19 @@ import numpy as np
 import pytest
 from jax import lax
 
+from xnn.ops import backend, conv_for_backend, conv_general_dilated, conv_setting, geometry
 from xnn.ops import conv as xconv
-from xnn.ops import conv_general_dilated, conv_general_dilated_for_backend, use_xla_conv
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 @pytest.fixture(params=["onednn", "taps", "conv"])
-def always_custom(monkeypatch, request):
+def always_custom(request):
   """Each test three times: oneDNN's kernels (2-D layers; the JAX formulations for 1-D/3-D),
   and the pure-JAX formulations with one weight-gradient method each (no auto rule)."""
-  if request.param == "onednn":
-    monkeypatch.setenv("XNN_CPU_CONV", "onednn")
-  else:
-    monkeypatch.setenv("XNN_CPU_CONV", "xnn")
-    monkeypatch.setattr(xconv, "WGRAD_METHOD", request.param)
-  return request.param
+  setting = dict(cpu="onednn") if request.param == "onednn" else dict(cpu="xnn", wgrad=request.param)
+  with conv_setting(**setting):
+    yield request.param
 
 
 def _close(ours, ref, what):
@@ -87,11 +84,10 @@ def test_value_and_grads_match_xla(always_custom, x_shape, k_shape, strides, pad
 
 
 @pytest.mark.parametrize("method", ["im2col", "taps_t"])
-def test_other_formulations_match_xla(monkeypatch, method):
-  monkeypatch.setenv("XNN_CPU_CONV", "xnn")
-  monkeypatch.setattr(xconv, "WGRAD_METHOD", method)
-  _check((2, 9, 9, 4), (3, 3, 4, 5), (2, 2), ((1, 0), (1, 1)), 1, (2, 1))
-  _check((2, 8, 8, 3), (1, 1, 3, 5), (1, 1), ((0, 0), (0, 0)))
+def test_other_formulations_match_xla(method):
+  with conv_setting(cpu="xnn", wgrad=method):
+    _check((2, 9, 9, 4), (3, 3, 4, 5), (2, 2), ((1, 0), (1, 1)), 1, (2, 1))
+    _check((2, 8, 8, 3), (1, 1, 3, 5), (1, 1), ((0, 0), (0, 0)))
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
@@ -128,7 +124,7 @@ def test_batch_group_count_falls_back(always_custom):
   x = jnp.ones((4, 6, 6, 2))
   w = jnp.ones((3, 3, 2, 4))
   args = dict(window_strides=(1, 1), padding="SAME", dimension_numbers=NHWC, batch_group_count=2)
-  assert not xconv.fast_path_supported(x, w, **args)
+  assert geometry.normalize(x, w, **args) is None
   np.testing.assert_array_equal(conv_general_dilated(x, w, **args),
                                 lax.conv_general_dilated(x, w, **args))
 
@@ -245,30 +241,30 @@ def test_bad_mode_is_named(monkeypatch):
 
 
 def test_backend_selection_and_switches(monkeypatch):
-  assert conv_general_dilated_for_backend("cpu") is conv_general_dilated
-  assert conv_general_dilated_for_backend("gpu") is lax.conv_general_dilated
-  assert conv_general_dilated_for_backend("tpu") is lax.conv_general_dilated
-  assert conv_general_dilated_for_backend() is conv_general_dilated   # tests run on CPU
+  assert conv_for_backend("cpu") is conv_general_dilated
+  assert conv_for_backend("gpu") is lax.conv_general_dilated
+  assert conv_for_backend("tpu") is lax.conv_general_dilated
+  assert conv_for_backend() is conv_general_dilated   # tests run on CPU
   x, w = jnp.ones((1, 6, 6, 8)), jnp.ones((3, 3, 8, 8))
   # a fresh function per trace: the switches act at trace time (cached traces keep theirs)
   jaxpr = lambda: str(jax.make_jaxpr(
-      lambda a: xconv.backend_conv(a, w, (2, 2), "SAME", dimension_numbers=NHWC))(x))
+      lambda a: backend.backend_conv(a, w, (2, 2), "SAME", dimension_numbers=NHWC))(x))
   assert "custom_vjp_call" in jaxpr()
-  with use_xla_conv():
-    assert conv_general_dilated_for_backend("cpu") is lax.conv_general_dilated
+  with conv_setting(cpu="xla"):
+    assert conv_for_backend("cpu") is lax.conv_general_dilated
     assert "custom_vjp_call" not in jaxpr()
   assert "custom_vjp_call" in jaxpr()
-  with xconv.use_cpu_conv("onednn"):
+  with conv_setting(cpu="onednn"):
     assert "ffi_call" in jaxpr()
-  with xconv.use_cpu_conv("xnn"):
+  with conv_setting(cpu="xnn"):
     assert "custom_vjp_call" in jaxpr() and "ffi_call" not in jaxpr()
-  with pytest.raises(ValueError, match="use_cpu_conv\\('fast'\\): expected one of auto, onednn, xnn, xla"):
-    with xconv.use_cpu_conv("fast"):
+  with pytest.raises(ValueError, match="CPU convolution 'fast': expected one of auto, onednn, xnn, xla"):
+    with conv_setting(cpu="fast"):
       pass
   monkeypatch.setenv("XNN_CPU_CONV", "xla")
-  assert conv_general_dilated_for_backend("cpu") is lax.conv_general_dilated
+  assert conv_for_backend("cpu") is lax.conv_general_dilated
   assert "custom_vjp_call" not in jaxpr()
-  with xconv.use_cpu_conv("onednn"):        # the context wins over the environment
+  with conv_setting(cpu="onednn"):        # the setting wins over the environment
     assert "ffi_call" in jaxpr()
 
 
@@ -278,8 +274,7 @@ def test_weight_grad_direct_depthwise_and_grouped():
   for groups, ks in ((6, (3, 3, 1, 12)), (3, (2, 3, 2, 6)), (1, (3, 3, 6, 4))):
     w = jnp.zeros(ks)
     pads = ((1, 2), (0, 1))
-    f = lambda w: lax.conv_general_dilated(x, w, (2, 1), pads, None, (1, 2), NHWC, groups)
-    y, vjp = jax.vjp(f, w)
+    y, vjp = jax.vjp(lambda w, p=pads, n=groups: lax.conv_general_dilated(x, w, (2, 1), p, None, (1, 2), NHWC, n), w)
     g = jnp.asarray(rng.standard_normal(y.shape), jnp.float32)
     for method in ("taps", "taps_dot", "conv"):
       got = xconv.weight_grad(x, g, ks, (2, 1), pads, (1, 2), groups, method=method)
@@ -336,12 +331,13 @@ class SmallCNN(nn.Module):
 
 
 @pytest.mark.parametrize("method", ["onednn", "auto", "taps", "conv"])
-def test_flax_model_jit_grad_matches_xla(monkeypatch, method):
-  if method == "onednn":
-    monkeypatch.setenv("XNN_CPU_CONV", "onednn")
-  else:
-    monkeypatch.setenv("XNN_CPU_CONV", "xnn")
-    monkeypatch.setattr(xconv, "WGRAD_METHOD", method)
+def test_flax_model_jit_grad_matches_xla(method):
+  setting = dict(cpu="onednn") if method == "onednn" else dict(cpu="xnn", wgrad=method)
+  with conv_setting(**setting):
+    _flax_model_jit_grad_matches_xla()
+
+
+def _flax_model_jit_grad_matches_xla():
   rng = np.random.default_rng(6)
   x = jnp.asarray(rng.standard_normal((4, 16, 16, 3)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 10, 4))

@@ -10,15 +10,14 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from xnn.ops import conv as xconv
-from xnn.ops import onednn
+from xnn.ops import conv_general_dilated, onednn
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
 def _jaxpr():
   x, w = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 4))
-  return str(jax.make_jaxpr(lambda a: xconv.conv_general_dilated(
+  return str(jax.make_jaxpr(lambda a: conv_general_dilated(
       a, w, (1, 1), "SAME", dimension_numbers=NHWC))(x))
 
 

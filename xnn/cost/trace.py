@@ -281,11 +281,11 @@ def _dce(closed):
 def trace(fn, *args, kinds_per_arg: list[str] | None = None) -> Graph:
   """make_jaxpr(fn)(*args) on abstract shapes, dead code removed -> Graph.
 
-  Convolutions are traced as XLA's own (``use_xla_conv``): the CPU formulations of
+  Convolutions are traced as XLA's own (``conv_setting(cpu="xla")``): the CPU formulations of
   ``xnn.ops.conv`` compute the same mathematics, and a report must not depend on the
   backend it was made on.  `kinds_per_arg` labels each arg."""
-  from xnn.ops.conv import use_xla_conv
-  with use_xla_conv():
+  from xnn.ops import conv_setting
+  with conv_setting(cpu="xla"):
     closed = _dce(jax.make_jaxpr(fn)(*args))
   kinds: list[str] = []
   for i, a in enumerate(args):

@@ -1,6 +1,6 @@
 """2-D convolutions on the CPU through oneDNN (Intel's deep-learning kernel library).
 
-XLA:CPU's own convolution kernels are 2-3x slower than oneDNN's on the same cores
+XLA:CPU's own convolution kernels are slower than oneDNN's on the same cores
 (benchmarks/RESULTS.md, "per-layer vs PyTorch": PyTorch's CPU convolutions are
 oneDNN's).  This module calls oneDNN's convolution forward, backward-data and
 backward-weights primitives from inside XLA programs as FFI custom calls
@@ -25,9 +25,10 @@ and the XLA FFI headers shipped in jaxlib, into
 ``$XNN_EXT_CACHE`` (default ``~/.cache/xnn/ext``) under a name hashed from the
 source, the jaxlib version, the oneDNN location and the compiler, atomically and
 under a file lock (several processes may start at once).  It takes a few seconds,
-once.  When any of that is missing (another OS or CPU, no compiler),
-``available()`` is False, ``unavailable_reason()`` says why, and xnn's convolutions
-use their pure-JAX formulations (``xnn.ops.conv``).
+once (a line on stderr says so while it builds).  When any of that is missing
+(another OS or CPU, no compiler), ``available()`` is False,
+``unavailable_reason()`` says why, and xnn's convolutions use their pure-JAX
+formulations (``xnn.ops.conv``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ import threading
 
 import jax
 import numpy as np
+
+from xnn.ops.geometry import output_spatial
 
 __all__ = ["available", "unavailable_reason", "version", "conv2d", "library_path"]
 
@@ -133,6 +136,8 @@ def _build() -> pathlib.Path:
       return target
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=cache)
     os.close(fd)
+    print(f"xnn: building the oneDNN convolution library {target.name} (once per machine)", file=sys.stderr,
+          flush=True)
     cmd = cxx.split() + ["-O2", "-std=c++17", "-shared", "-fPIC", "-w", str(_SOURCE),
                          f"-I{ffi_include}", f"-I{root / 'include'}", f"-L{libdir}", "-ldnnl",
                          f"-Wl,-rpath,{libdir}", "-o", tmp]
@@ -190,7 +195,6 @@ def library_path() -> pathlib.Path | None:
 
 def output_shape(x_shape, k_shape, strides, pads, dilation):
   """NHWC output shape of the convolution (XLA's and oneDNN's formula)."""
-  from xnn.ops.conv import output_spatial
   return (x_shape[0], *output_spatial(x_shape[1:3], k_shape[:2], strides, pads, dilation), k_shape[3])
 
 
