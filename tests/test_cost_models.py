@@ -99,7 +99,7 @@ def _resnet_chain_rf(stem, blocks_per_stage, bottleneck):
     ("resnet50", (3, 4, 6, 3), True), ("resnet101", (3, 4, 23, 3), True),
     ("resnet152", (3, 8, 36, 3), True)])
 def test_imagenet_resnet_receptive_field(name, blocks, bottleneck):
-  # ResNet-50 v1.5: 427 (the homework's "x2 - 1" shortcut in 000_* gives 479; Araujo's
+  # ResNet-50 v1.5: 427 (the design homework's "x2 - 1" shortcut gives 479; Araujo's
   # slim resnet_v1_50, stride on the 1x1, gives 483).
   _need(name)
   r, j = _resnet_chain_rf([(7, 2), (3, 2)], blocks, bottleneck)
@@ -129,8 +129,8 @@ def test_cifar_resnet_macs_and_rf(depth):
     assert rep.params == 269_722   # He et al. Table 6: 0.27M
 
 
-def test_lenet_table_of_homework_003():
-  # 003_*: conv5x5x8 on 32x32x3 has 5*5*3*8 + 8 = 608 parameters (the homework wrote 208),
+def test_lenet_table_of_the_lenet5_homework():
+  # The LeNet-5 homework: conv5x5x8 on 32x32x3 has 5*5*3*8 + 8 = 608 parameters (the homework wrote 208),
   # conv5x5x16 on 8 maps: 5*5*8*16 + 16 = 3,216; fc 400->120: 48,120; 120->84: 10,164; 84->10: 850.
   rep = analyze_model("lenet5")
   by_name = {L.name: L for L in rep.layers}
@@ -158,8 +158,8 @@ def test_train_backward_macs_and_memory():
   assert isinstance(d["backward_macs"], int) and isinstance(d["peak_bytes"], int)
 
 
-def test_mobilenet_v2_28_homework_000():
-  # 000_*: MobileNet V2 on 28x28: stride 4 at the head input (two stride-2 stages).
+def test_mobilenet_v2_28_of_the_design_homework():
+  # The design homework: MobileNet V2 on 28x28: stride 4 at the head input (two stride-2 stages).
   _need("mobilenet_v2_28")
   rep = analyze_model("mobilenet_v2_28")
   assert rep.receptive_field["stride"] == 4 and not rep.unknown_primitives

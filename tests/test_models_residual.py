@@ -195,10 +195,10 @@ def test_shufflenet_v1_reference_rounding():
 
 
 def test_shiftnet_count():
-  # ShiftNet-A per lecture 002 / Wu et al. 2018: module = 1x1 (C_in -> E*C_in) + BN, shift,
+  # ShiftNet-A per the lecture notes "Design" / Wu et al. 2018: module = 1x1 (C_in -> E*C_in) + BN, shift,
   # 1x1 (-> C_out) + BN, 1x1/2 conv + BN projection on each group's first module.
   total, cin = 7 * 7 * 3 * 32 + _bn(32), 32
-  for c, k, e_down, e, n in R.SHIFTNET_A:
+  for c, _k, e_down, e, n in R.SHIFTNET_A:
     for b in range(n + 1):
       mid = (e_down if b == 0 else e) * cin
       total += cin * mid + _bn(mid) + mid * c + _bn(c) + ((cin * c + _bn(c)) if b == 0 else 0)
@@ -529,7 +529,7 @@ def test_real_train_step(kind):
 def test_heads_are_selectable():
   for head in ("gap_linear", "spatial_gap", "pixel"):
     m = models.build("mobilenet_v2_28", num_classes=10, head=head)
-    out = jax.eval_shape(lambda x: m.init_with_output(jax.random.PRNGKey(0), x)[0],
+    out = jax.eval_shape(lambda x, m=m: m.init_with_output(jax.random.PRNGKey(0), x)[0],
                          jax.ShapeDtypeStruct((2, 28, 28, 3), jnp.float32))
     assert out.shape == (2, 10)
 

@@ -17,7 +17,9 @@ import optax
 import pytest
 
 import xnn.models as M
-from xnn.models import blocks as B
+from xnn.models.inception import InceptionV1
+from xnn.models.layers import LRN
+from xnn.models.pooling import adaptive_avg_pool, max_pool
 
 RNGS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
 
@@ -34,7 +36,7 @@ PARAM_COUNTS = {
     "vgg16_bn": 138_365_992,          # torchvision.models.vgg16_bn
     "vgg19": 143_667_240,             # torchvision.models.vgg19 (paper Table 2: 144M)
     "vgg19_bn": 143_678_248,          # torchvision.models.vgg19_bn
-    # seed 004 VGG-11 at 32x32: VGG-11 convs (9,220,480 = torchvision vgg11 minus its
+    # the "Week2 CNN Architectures" tutorial's VGG-11 at 32x32: VGG-11 convs (9,220,480 = torchvision vgg11 minus its
     # classifier) + 512*2048+2048 + 2048*2048+2048 + 2048*10+10; computed by hand.
     "vgg11_cifar": 14_487_946,
     # MobileNet v1: Keras applications MobileNet(alpha=1.0) "Trainable params: 4,231,976"
@@ -115,23 +117,23 @@ def stage_shapes(name, hw, **kw):
   return {k: tuple(val[0].shape[1:]) for k, val in v["intermediates"].items()}
 
 
-def test_vgg11_stages_seed004():
-  # seed 004 VGG-11 table, 224 column: pools to 112x64, 56x128, 28x256, 14x512, 7x512.
+def test_vgg11_stages_of_the_tutorial():
+  # the tutorial's VGG-11 table, 224 column: pools to 112x64, 56x128, 28x256, 14x512, 7x512.
   assert stage_shapes("vgg11", (224, 224)) == {
       "stage1": (112, 112, 64), "stage2": (56, 56, 128), "stage3": (28, 28, 256),
       "stage4": (14, 14, 512), "stage5": (7, 7, 512)}
-  # seed 004, 32 column: 16x64, 8x128, 4x256, 2x512, 1x512 -> FC 512 (no adaptive pooling).
+  # the tutorial's 32 column: 16x64, 8x128, 4x256, 2x512, 1x512 -> FC 512 (no adaptive pooling).
   assert stage_shapes("vgg11_cifar", (32, 32)) == {
       "stage1": (16, 16, 64), "stage2": (8, 8, 128), "stage3": (4, 4, 256),
       "stage4": (2, 2, 512), "stage5": (1, 1, 512)}
   v = abstract_init(M.build("vgg11_cifar"), (32, 32, 3))
-  assert v["params"]["head"]["fc1"]["kernel"].shape == (512, 2048)       # seed 004: FC In 512
-  assert v["params"]["head"]["fc_out"]["kernel"].shape == (2048, 10)     # seed 004: Out 10
+  assert v["params"]["head"]["fc1"]["kernel"].shape == (512, 2048)       # the tutorial: FC In 512
+  assert v["params"]["head"]["fc_out"]["kernel"].shape == (2048, 10)     # the tutorial: Out 10
 
 
-def test_alexnet_original_stages_seed004():
-  # seed 004 / 002: 227 -> conv1 55x55x96 -> pool 27 -> conv2 27, pool 13 -> conv3-5 13 -> pool 6
-  # (flatten 256*6*6 = 9216).
+def test_alexnet_original_stages():
+  # the tutorial and the lecture notes "Design": 227 -> conv1 55x55x96 -> pool 27 -> conv2 27,
+  # pool 13 -> conv3-5 13 -> pool 6 (flatten 256*6*6 = 9216).
   for name in ("alexnet_original", "caffenet"):
     assert stage_shapes(name, (227, 227)) == {
         "stage0": (55, 55, 96), "stage1": (27, 27, 96), "stage2": (13, 13, 256),
@@ -151,7 +153,7 @@ def test_googlenet_stages_table1():
   model = M.build("googlenet")
   x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
   _, st = jax.eval_shape(lambda x: model.init_with_output(
-      RNGS, x, capture_intermediates=lambda m, _: isinstance(m, B.InceptionV1), mutable=True), x)
+      RNGS, x, capture_intermediates=lambda m, _: isinstance(m, InceptionV1), mutable=True), x)
   out = {k: st["intermediates"][k]["__call__"][0].shape[1:] for k in st["intermediates"]
          if k.startswith("inception")}
   assert out == {
@@ -208,18 +210,18 @@ def test_inception_stages():
 
 def test_adaptive_avg_pool_matches_pytorch_bins():
   x = jnp.arange(5.0).reshape(1, 5, 1, 1) * jnp.ones((1, 1, 5, 1))
-  y = B.adaptive_avg_pool(x, 3)
+  y = adaptive_avg_pool(x, 3)
   # PyTorch bins for 5 -> 3: [0,2), [1,4), [3,5) -> means 0.5, 2, 3.5.
   np.testing.assert_allclose(np.asarray(y[0, :, 0, 0]), [0.5, 2.0, 3.5])
   # 1 -> 7 replicates; 14 -> 7 is a 2x2 average.
-  assert B.adaptive_avg_pool(jnp.ones((2, 1, 1, 4)), 7).shape == (2, 7, 7, 4)
+  assert adaptive_avg_pool(jnp.ones((2, 1, 1, 4)), 7).shape == (2, 7, 7, 4)
   z = jax.random.normal(jax.random.key(0), (1, 14, 14, 2))
-  np.testing.assert_allclose(B.adaptive_avg_pool(z, 7), z.reshape(1, 7, 2, 7, 2, 2).mean((2, 4)), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(adaptive_avg_pool(z, 7), z.reshape(1, 7, 2, 7, 2, 2).mean((2, 4)), rtol=1e-5, atol=1e-6)
 
 
 def test_lrn_matches_formula():
   x = jax.random.normal(jax.random.key(0), (1, 2, 2, 7))
-  lrn = B.LRN(size=5, alpha=0.1, beta=0.75, k=2.0)
+  lrn = LRN(size=5, alpha=0.1, beta=0.75, k=2.0)
   y = np.asarray(lrn(x))
   xn = np.asarray(x)
   for c in range(7):
@@ -230,8 +232,8 @@ def test_lrn_matches_formula():
 def test_ceil_mode_max_pool():
   # PyTorch MaxPool2d(3, 2, ceil_mode=True): 112 -> 56, 109 -> 54, 13 -> 6; floor mode 112 -> 55.
   for size, out in ((112, 56), (109, 54), (13, 6), (14, 7)):
-    assert B.max_pool(jnp.zeros((1, size, size, 1)), 3, 2, ceil_mode=True).shape[1] == out
-  assert B.max_pool(jnp.zeros((1, 112, 112, 1)), 3, 2).shape[1] == 55
+    assert max_pool(jnp.zeros((1, size, size, 1)), 3, 2, ceil_mode=True).shape[1] == out
+  assert max_pool(jnp.zeros((1, 112, 112, 1)), 3, 2).shape[1] == 55
 
 
 # ----------------------------------------------------------------------------- training
@@ -281,7 +283,8 @@ SMOKE = [
     ("densenet121", 32, {}, False),
     # The DenseNet code path run for real at reduced depth (2 layers per block): a real
     # densenet121 step alone costs ~50 s of XLA:CPU compile on this machine.
-    ("densenet121", 32, {"block_config": (2, 2, 2, 2)}, True), ("densenet161", 32, {}, False), ("densenet169", 32, {}, False),
+    ("densenet121", 32, {"block_config": (2, 2, 2, 2)}, True), ("densenet161", 32, {}, False),
+    ("densenet169", 32, {}, False),
     ("densenet201", 32, {}, False), ("densenet264", 32, {}, False),
 ]
 # Low-optimisation XLA:CPU compile for the real runs (same numerics, faster compile).
@@ -305,7 +308,7 @@ def test_forward_and_sgd_step(name, side, kw, real):
   model = M.build(name, num_classes=10, **kw)
   x = jax.random.normal(jax.random.key(2), (2, side, side, 3))
   y = jnp.array([1, 7])
-  fn = lambda x, y: smoke(model, x, y)  # noqa: E731
+  fn = lambda x, y: smoke(model, x, y)
   if real:
     out = jax.jit(fn).lower(x, y).compile(compiler_options=FAST_COMPILE)(x, y)
   else:

@@ -100,7 +100,7 @@ def test_bidirectional_shapes_and_directions():
   x = jax.random.normal(KEY, (2, 6, 3))
   for merge, width in (("concat", 10), ("add", 5)):
     net = RNNStack(features=5, bidirectional=True, merge=merge)
-    y, _, final = jax.eval_shape(lambda: net.init_with_output(KEY, x)[0])
+    y, _, final = jax.eval_shape(lambda net=net: net.init_with_output(KEY, x)[0])
     assert y.shape == (2, 6, width) and final.shape == (2, width)
   net = RNNStack(features=5, bidirectional=True)
   v = net.init(KEY, x)

@@ -1,4 +1,4 @@
-"""Attention layers and the Transformer (lecture 002, "Attention"; Vaswani et al. 2017).
+"""Attention layers and the Transformer (the lecture notes "Design", "Attention"; Vaswani et al. 2017).
 
 Lecture notation: input X^T is M x K (M vectors of K features). Head i has
 W_q,i and W_k,i (K x P), W_v,i (K x L) and W_o,i (L x N):
@@ -31,6 +31,7 @@ tokens, input (10,), vocabulary 14 = ``xnn.data.sequence_tasks`` with vocab=10).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from typing import Any, Optional, Sequence
@@ -40,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xnn.models.registry import register
+from xnn.models.registry import register, same_vocabulary
 
 Array = jax.Array
 
@@ -91,7 +92,7 @@ class MultiHeadAttention(nn.Module):
     k_in = x_q.shape[-1]
     h = self.num_heads
     p = self.qk_features or k_in // h
-    l = self.v_features or k_in // h
+    lv = self.v_features or k_in // h                 # the lecture's L
     n = self.out_features or k_in
     init = nn.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
 
@@ -104,7 +105,7 @@ class MultiHeadAttention(nn.Module):
 
     q = proj("W_q", x_q, (h, x_q.shape[-1], p), "nmk,hkp->nhmp")
     k = proj("W_k", x_kv, (h, x_kv.shape[-1], p), "nmk,hkp->nhmp")
-    v = proj("W_v", x_kv, (h, x_kv.shape[-1], l), "nmk,hkl->nhml")
+    v = proj("W_v", x_kv, (h, x_kv.shape[-1], lv), "nmk,hkl->nhml")
     scores = jnp.einsum("nhqp,nhkp->nhqk", q, k) / jnp.sqrt(p).astype(self.dtype)
     if mask is not None:
       scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
@@ -112,7 +113,7 @@ class MultiHeadAttention(nn.Module):
     self.sow("intermediates", "attention_weights", a)
     a = nn.Dropout(self.dropout, deterministic=not train)(a)
     y = jnp.einsum("nhqk,nhkl->nhql", a, v)
-    w_o = self.param("W_o", init, (h, l, n)).astype(self.dtype)
+    w_o = self.param("W_o", init, (h, lv, n)).astype(self.dtype)
     out = jnp.einsum("bhql,hlo->bqo", y, w_o)                  # sum_i Y_i^T W_o,i
     if self.use_bias:
       out = out + self.param("W_o_bias", nn.initializers.zeros, (n,)).astype(self.dtype)
@@ -155,13 +156,22 @@ class FeedForward(nn.Module):
     return nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(y)
 
 
-class _Sublayers(nn.Module):
-  """Residual + LayerNorm wrapper shared by encoder and decoder layers."""
+class LayerOptions(nn.Module):
+  """Options of the Transformer's encoder and decoder layers (Vaswani et al. sec. 3.1-3.3, 5.4)."""
   num_heads: int = 4
   d_ff: int = 256
   dropout: float = 0.1
   pre_norm: bool = False
   dtype: Any = jnp.float32
+
+
+def _options(module: nn.Module, options: type) -> dict[str, Any]:
+  """``module``'s values of the fields of the options class ``options`` (keyword arguments)."""
+  return {f.name: getattr(module, f.name) for f in dataclasses.fields(options) if f.name not in ("parent", "name")}
+
+
+class _Sublayers(LayerOptions):
+  """Residual + LayerNorm wrapper shared by encoder and decoder layers."""
 
   def residual(self, name: str, x: Array, fn, train: bool) -> Array:
     drop = nn.Dropout(self.dropout, deterministic=not train)
@@ -174,14 +184,19 @@ class _Sublayers(nn.Module):
                               dtype=self.dtype, name=name)
 
 
+def _ffn_sublayer(layer: _Sublayers, x: Array, train: bool) -> Array:
+  """The position-wise FFN sub-layer ``ffn`` of an encoder or decoder layer, with its residual and norm."""
+  return layer.residual("ffn", x, lambda h: FeedForward(layer.d_ff, layer.dropout, layer.dtype, name="ffn")(h, train),
+                        train)
+
+
 class TransformerEncoderLayer(_Sublayers):
   """Self-attention + FFN sub-layers (Vaswani et al. sec. 3.1)."""
 
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array] = None, train: bool = False) -> Array:
     x = self.residual("self_attention", x, lambda h: self.mha("self_attention")(h, None, mask, train), train)
-    return self.residual("ffn", x, lambda h: FeedForward(self.d_ff, self.dropout, self.dtype, name="ffn")(h, train),
-                         train)
+    return _ffn_sublayer(self, x, train)
 
 
 class TransformerDecoderLayer(_Sublayers):
@@ -193,66 +208,52 @@ class TransformerDecoderLayer(_Sublayers):
     x = self.residual("self_attention", x, lambda h: self.mha("self_attention")(h, None, self_mask, train), train)
     x = self.residual("cross_attention", x, lambda h: self.mha("cross_attention")(h, memory, memory_mask, train),
                       train)
-    return self.residual("ffn", x, lambda h: FeedForward(self.d_ff, self.dropout, self.dtype, name="ffn")(h, train),
-                         train)
+    return _ffn_sublayer(self, x, train)
 
 
-class TransformerEncoder(nn.Module):
-  """Stack of encoder layers over (N, M, d_model) already position-encoded inputs."""
+class StackOptions(LayerOptions):
+  """Options of the encoder and decoder stacks: ``num_layers`` layers of `LayerOptions`."""
   num_layers: int = 2
-  num_heads: int = 4
-  d_ff: int = 256
-  dropout: float = 0.1
-  pre_norm: bool = False
-  dtype: Any = jnp.float32
+
+
+def _final_norm(stack: StackOptions, x: Array) -> Array:
+  """The pre-norm stack's final LayerNorm ``final_norm`` (identity for post-norm)."""
+  return nn.LayerNorm(dtype=stack.dtype, name="final_norm")(x) if stack.pre_norm else x
+
+
+class TransformerEncoder(StackOptions):
+  """Stack of encoder layers over (N, M, d_model) already position-encoded inputs."""
 
   @nn.compact
   def __call__(self, x: Array, valid: Optional[Array] = None, train: bool = False) -> Array:
     mask = None if valid is None else padding_mask(valid)
-    for l in range(self.num_layers):
-      x = TransformerEncoderLayer(self.num_heads, self.d_ff, self.dropout, self.pre_norm, self.dtype,
-                                  name=f"layer{l}")(x, mask, train)
-      self.sow("intermediates", f"output{l}", x)
-    if self.pre_norm:
-      x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
-    return x
+    for i in range(self.num_layers):
+      x = TransformerEncoderLayer(**_options(self, LayerOptions), name=f"layer{i}")(x, mask, train)
+      self.sow("intermediates", f"output{i}", x)
+    return _final_norm(self, x)
 
 
-class TransformerDecoder(nn.Module):
+class TransformerDecoder(StackOptions):
   """Stack of decoder layers with causal self-attention and padding-masked cross-attention."""
-  num_layers: int = 2
-  num_heads: int = 4
-  d_ff: int = 256
-  dropout: float = 0.1
-  pre_norm: bool = False
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, memory: Array, memory_valid: Optional[Array] = None,
                train: bool = False) -> Array:
     self_mask = causal_mask(x.shape[1])
     memory_mask = None if memory_valid is None else padding_mask(memory_valid)
-    for l in range(self.num_layers):
-      x = TransformerDecoderLayer(self.num_heads, self.d_ff, self.dropout, self.pre_norm, self.dtype,
-                                  name=f"layer{l}")(x, memory, self_mask, memory_mask, train)
-    if self.pre_norm:
-      x = nn.LayerNorm(dtype=self.dtype, name="final_norm")(x)
-    return x
+    for i in range(self.num_layers):
+      x = TransformerDecoderLayer(**_options(self, LayerOptions), name=f"layer{i}")(
+          x, memory, self_mask, memory_mask, train)
+    return _final_norm(self, x)
 
 
-class _TransformerFields(nn.Module):
+class _TransformerFields(StackOptions):
+  """The stack options plus the model width and the longest sequence."""
   d_model: int = 64
-  num_layers: int = 2
-  num_heads: int = 4
-  d_ff: int = 256
-  dropout: float = 0.1
-  pre_norm: bool = False
   max_len: int = 512
-  dtype: Any = jnp.float32
 
-  def stack_kw(self):
-    return dict(num_layers=self.num_layers, num_heads=self.num_heads, d_ff=self.d_ff,
-                dropout=self.dropout, pre_norm=self.pre_norm, dtype=self.dtype)
+  def stack_kw(self) -> dict[str, Any]:
+    return _options(self, StackOptions)
 
   def positions(self, x: Array, train: bool, drop: nn.Module) -> Array:
     x = x + sinusoidal_encoding(x.shape[1], self.d_model).astype(x.dtype)[None]
@@ -369,14 +370,8 @@ def save_attention_png(weights, path: str, x_labels: Optional[Sequence[str]] = N
 
 # ----------------------------------------------------------------------------- registry
 
-@register("transformer_classifier", family="attention", input_shape=(8, 8), num_classes=10)
-def transformer_classifier(**kw) -> TransformerClassifier:
-  """Transformer encoder + pooled linear head (Vaswani et al. 2017)."""
-  return TransformerClassifier(**kw)
-
-
-@register("transformer_seq2seq", family="attention", input_shape=(10,), num_classes=14)
-def transformer_seq2seq(num_classes: int = 14, **kw) -> TransformerSeq2Seq:
-  """Transformer encoder-decoder with teacher forcing and greedy decoding (Vaswani et al. 2017)."""
-  kw.setdefault("vocab_size", num_classes)
-  return TransformerSeq2Seq(num_classes=num_classes, **kw)
+register("transformer_classifier", family="attention", input_shape=(8, 8), num_classes=10,
+         description="Transformer encoder + pooled linear head (Vaswani et al. 2017).")(TransformerClassifier)
+register("transformer_seq2seq", family="attention", input_shape=(10,), num_classes=14,
+         description="Transformer encoder-decoder with teacher forcing and greedy decoding (Vaswani et al. 2017).",
+         )(same_vocabulary(TransformerSeq2Seq))

@@ -1,7 +1,7 @@
 """Classification heads: feature map (N, H, W, C) -> logits (N, classes).
 
-Lecture 002, "Feature Map To Feature Vector Transform" and "2 Classification
-Head Design Ideas":
+The lecture notes "Design", "Feature Map To Feature Vector Transform" and
+"2 Classification Head Design Ideas":
 
 * ``gap_linear``   global average pool, then a linear classifier (default).
 * ``flatten_mlp``  vectorise the map, then an MLP (hidden sizes, dropout):
@@ -14,12 +14,14 @@ Head Design Ideas":
                    H x W weighting (shared over channels, initialised to 1 so it
                    starts as plain GAP), then global average pool and classify.
 
-Every CNN of the zoo takes ``head=`` (one of the names above) and
-``head_kwargs=`` so any head can be put on any body.
+Every CNN of the zoo is an `ImageClassifier`: it takes ``head=`` (one of the
+names above) and ``head_kwargs=``, so any head can be put on any body, and
+attaches it with `attach_head`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Sequence
 
 import flax.linen as nn
@@ -67,3 +69,44 @@ class Head(nn.Module):
       x = jnp.mean(x * wgt.astype(x.dtype), axis=(1, 2))
       return nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
     raise ValueError(f"unknown head {self.kind!r}; expected one of {', '.join(HEADS)}")
+
+
+class ImageClassifier(nn.Module):
+  """Base of the zoo's CNNs: the number of classes, the selectable head and the compute dtype.
+
+  The fields are keyword-only, so a subclass's own fields (its architecture)
+  stay its leading positional arguments; a subclass changes a default by
+  restating the field after its own ``_: dataclasses.KW_ONLY`` marker. The
+  network ends with `attach_head`.
+  """
+  _: dataclasses.KW_ONLY
+  num_classes: int = 1000
+  head: str = "gap_linear"
+  head_kwargs: Any = None
+  dtype: Any = jnp.float32
+
+
+def attach_head(model: ImageClassifier, x: jnp.ndarray, train: bool, *, dropout: float | None = None,
+                mlp_hidden: Sequence[int] | None = None, mlp_dropout: float = 0.5) -> jnp.ndarray:
+  """The selectable head of ``model`` (its submodule ``head``) on the final feature map ``x``.
+
+  ``dropout``: the rate of the references' pool -> dropout -> classifier of the
+  GAP networks (GoogLeNet, Inception, MobileNet v1; DenseNet with 0): with the
+  default ``gap_linear`` head the map is averaged first, so the dropout acts on
+  the pooled vector; any other head receives the dropped-out map. ``None``: no
+  dropout stage, the head reads the map as it is. ``mlp_hidden``,
+  ``mlp_dropout``: the reference's hidden sizes and dropout, used when the head
+  is ``flatten_mlp`` (the serial networks). ``model.head_kwargs`` override both.
+
+  A function rather than a method, so that the head's layers keep the names
+  ``head/...`` in traces and cost reports (Flax scopes a method call by its name).
+  """
+  kw = {"hidden": tuple(mlp_hidden), "dropout": mlp_dropout} if (
+      mlp_hidden is not None and model.head == "flatten_mlp") else {}
+  if dropout is not None:
+    if model.head == "gap_linear":
+      x = jnp.mean(x, axis=(1, 2), keepdims=True)
+    if dropout:
+      x = nn.Dropout(dropout, deterministic=not train)(x)
+  return Head(model.num_classes, model.head, dtype=model.dtype, name="head",
+              **{**kw, **(model.head_kwargs or {})})(x, train)

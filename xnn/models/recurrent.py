@@ -1,4 +1,4 @@
-"""Recurrent cells and networks (lecture 002, "RNNs": Layers, Networks).
+"""Recurrent cells and networks (the lecture notes "Design", "RNNs": Layers, Networks).
 
 Cells use the lecture's row-vector notation; x_t is 1 x K, y_t is 1 x N:
 
@@ -30,8 +30,9 @@ its own length, so it starts at the last valid step.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -62,20 +63,46 @@ def reverse_within_length(x: Array, mask: Array) -> Array:
 
 # ----------------------------------------------------------------------------- cells
 
-class _Cell(nn.Module):
-  """Shared parameters of the lecture's cells: fused H (K x gN), G (N x gN), v (gN)."""
-  features: int
-  dtype: Any = jnp.float32
-  kind: str = "rnn"
+def _blockwise_orthogonal(g: int):
+  def init(key, shape, dtype=jnp.float32):
+    n = shape[0]
+    keys = jax.random.split(key, g)
+    return jnp.concatenate([nn.initializers.orthogonal()(k, (n, n), dtype) for k in keys], axis=1)
+  return init
 
-  def _pre(self, x: Array, y: Array):
+
+class Cell(nn.Module):
+  """One time step of the lecture's cells (``kind``: "rnn" | "gru" | "lstm"); see the module docstring.
+
+  Parameters: the fused H (K x gN), G (N x gN) and v (gN) of the ``GATES[kind]``
+  blocks. ``__call__(carry, x_t) -> (carry, y_t)``; the LSTM carry is (c, y).
+  """
+  features: int
+  kind: str = "lstm"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, carry, x):
     n, g = self.features, len(GATES[self.kind])
-    k = x.shape[-1]
-    h = self.param("H", nn.initializers.lecun_normal(), (k, g * n))
+    h = self.param("H", nn.initializers.lecun_normal(), (x.shape[-1], g * n))
     gm = self.param("G", _blockwise_orthogonal(g), (n, g * n))
     v = self.param("v", nn.initializers.zeros, (g * n,))
     h, gm, v = (a.astype(self.dtype) for a in (h, gm, v))
-    return x.astype(self.dtype) @ h + v, gm
+    xh = x.astype(self.dtype) @ h + v                 # x_t H + v, every gate block at once
+    y_prev = self.output(carry)
+    if self.kind == "rnn":                            # y_t = tanh(x_t H + y_{t-1} G + v)
+      y = jnp.tanh(xh + y_prev @ gm)
+      return y, y
+    if self.kind == "gru":                            # update u_t, reset r_t, output
+      ur = jax.nn.sigmoid(xh[:, :2 * n] + y_prev @ gm[:, :2 * n])
+      u, r = ur[:, :n], ur[:, n:]
+      y = u * y_prev + (1.0 - u) * jnp.tanh(xh[:, 2 * n:] + (r * y_prev) @ gm[:, 2 * n:])
+      return y, y
+    z = xh + y_prev @ gm                              # lstm: forget, input, output gates, cell input
+    f, i, o = (jax.nn.sigmoid(z[:, j * n:(j + 1) * n]) for j in range(3))
+    c = f * carry[0] + i * jnp.tanh(z[:, 3 * n:])
+    y = o * jnp.tanh(c)
+    return (c, y), y
 
   def initial_carry(self, batch: int):
     z = jnp.zeros((batch, self.features), self.dtype)
@@ -87,55 +114,21 @@ class _Cell(nn.Module):
     return carry[1] if isinstance(carry, tuple) else carry
 
 
-def _blockwise_orthogonal(g: int):
-  def init(key, shape, dtype=jnp.float32):
-    n = shape[0]
-    keys = jax.random.split(key, g)
-    return jnp.concatenate([nn.initializers.orthogonal()(k, (n, n), dtype) for k in keys], axis=1)
-  return init
-
-
-class RNNCell(_Cell):
+# The lecture's three cells. Subclasses (not partials) so that traces and cost
+# reports name their methods by cell ("LSTMCell.initial_carry").
+class RNNCell(Cell):
   """Basic RNN cell: y_t = tanh(x_t H + y_{t-1} G + v)."""
   kind: str = "rnn"
 
-  @nn.compact
-  def __call__(self, carry, x):
-    xh, g = self._pre(x, carry)
-    y = jnp.tanh(xh + carry @ g)
-    return y, y
 
-
-class GRUCell(_Cell):
+class GRUCell(Cell):
   """GRU cell with the lecture's update gate u_t, reset gate r_t and output equation."""
   kind: str = "gru"
 
-  @nn.compact
-  def __call__(self, carry, x):
-    n = self.features
-    xh, g = self._pre(x, carry)
-    y_prev = carry
-    ur = jax.nn.sigmoid(xh[:, :2 * n] + y_prev @ g[:, :2 * n])
-    u, r = ur[:, :n], ur[:, n:]
-    cand = jnp.tanh(xh[:, 2 * n:] + (r * y_prev) @ g[:, 2 * n:])
-    y = u * y_prev + (1.0 - u) * cand
-    return y, y
 
-
-class LSTMCell(_Cell):
+class LSTMCell(Cell):
   """LSTM cell: forget/input/output gates, cell state c_t separate from output y_t."""
   kind: str = "lstm"
-
-  @nn.compact
-  def __call__(self, carry, x):
-    n = self.features
-    c_prev, y_prev = carry
-    xh, g = self._pre(x, y_prev)
-    z = xh + y_prev @ g
-    f, i, o = (jax.nn.sigmoid(z[:, j * n:(j + 1) * n]) for j in range(3))
-    c = f * c_prev + i * jnp.tanh(z[:, 3 * n:])
-    y = o * jnp.tanh(c)
-    return (c, y), y
 
 
 CELLS = {"rnn": RNNCell, "gru": GRUCell, "lstm": LSTMCell}
@@ -206,11 +199,11 @@ class RNNLayer(nn.Module):
   def __call__(self, x: Array, mask: Array):
     kw = dict(cell=self.cell, features=self.features, unroll=self.unroll, dtype=self.dtype)
     carry, y = Recurrent(**kw, name="forward")(x, mask)
-    final = _Cell.output(carry)
+    final = Cell.output(carry)
     if not self.bidirectional:
       return y, final
     carry_b, y_b = Recurrent(**kw, reverse=True, name="backward")(x, mask)
-    final_b = _Cell.output(carry_b)
+    final_b = Cell.output(carry_b)
     if self.merge == "concat":
       return jnp.concatenate([y, y_b], -1), jnp.concatenate([final, final_b], -1)
     if self.merge == "add":
@@ -310,18 +303,8 @@ def _pyramid(x: Array, mask: Array):
   return x * mask[..., None], mask
 
 
-class RNNStack(nn.Module):
-  """Stacked recurrent network (lecture 002, "Networks").
-
-  ``num_layers`` layers of ``cell`` ("rnn" | "gru" | "lstm"), each uni- or
-  bi-directional. ``residual``: layer l >= 1 adds its input to its output
-  (a linear projection when the widths differ). ``pyramidal``: before each
-  layer l >= 1 adjacent outputs are concatenated, halving T. ``moe``: a dict
-  of ``SparseMoE`` options; a residual MoE block ``x + MoE(x)`` is inserted
-  between consecutive layers. Returns (outputs (N, T', F), mask (N, T'),
-  final output of the top layer (N, F)). Layer outputs are sown as
-  ``intermediates/output{l}``.
-  """
+class RNNStackOptions(nn.Module):
+  """The options of `RNNStack`, shared with the models built on it (`xnn.models.seq2seq`)."""
   cell: str = "lstm"
   features: int = 64
   num_layers: int = 1
@@ -334,26 +317,45 @@ class RNNStack(nn.Module):
   unroll: int = 1
   dtype: Any = jnp.float32
 
+  def stack_options(self) -> dict[str, Any]:
+    """This module's values of the `RNNStackOptions` fields (the keyword arguments of `RNNStack`)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(RNNStackOptions)
+            if f.name not in ("parent", "name")}
+
+
+class RNNStack(RNNStackOptions):
+  """Stacked recurrent network (the lecture notes "Design", "Networks").
+
+  ``num_layers`` layers of ``cell`` ("rnn" | "gru" | "lstm"), each uni- or
+  bi-directional. ``residual``: layer l >= 1 adds its input to its output
+  (a linear projection when the widths differ). ``pyramidal``: before each
+  layer l >= 1 adjacent outputs are concatenated, halving T. ``moe``: a dict
+  of ``SparseMoE`` options; a residual MoE block ``x + MoE(x)`` is inserted
+  between consecutive layers. Returns (outputs (N, T', F), mask (N, T'),
+  final output of the top layer (N, F)). Layer outputs are sown as
+  ``intermediates/output{l}``.
+  """
+
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array] = None, train: bool = False):
     mask = jnp.ones(x.shape[:2], jnp.float32) if mask is None else mask.astype(jnp.float32)
     x = x.astype(self.dtype) * mask[..., None]
-    for l in range(self.num_layers):
-      if l > 0:
+    for i in range(self.num_layers):
+      if i > 0:
         if self.moe is not None:
-          x = x + SparseMoE(**dict(self.moe), dtype=self.dtype, name=f"moe{l}")(x, mask, train)
+          x = x + SparseMoE(**dict(self.moe), dtype=self.dtype, name=f"moe{i}")(x, mask, train)
         if self.pyramidal:
           x, mask = _pyramid(x, mask)
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
       y, final = RNNLayer(self.cell, self.features, self.bidirectional, self.merge, self.unroll,
-                          self.dtype, name=f"layer{l}")(x, mask)
-      if self.residual and l > 0:
+                          self.dtype, name=f"layer{i}")(x, mask)
+      if self.residual and i > 0:
         skip = x if x.shape[-1] == y.shape[-1] else \
-            nn.Dense(y.shape[-1], use_bias=False, dtype=self.dtype, name=f"proj{l}")(x)
+            nn.Dense(y.shape[-1], use_bias=False, dtype=self.dtype, name=f"proj{i}")(x)
         y = (y + skip) * mask[..., None]
         final = final + last_valid(skip, mask)
       x = y
-      self.sow("intermediates", f"output{l}", x)
+      self.sow("intermediates", f"output{i}", x)
     return x, mask, final
 
 

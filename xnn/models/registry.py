@@ -8,6 +8,9 @@ by every model:
 * `dtype`: compute dtype (parameters stay float32; `param_dtype` where exposed).
 * BatchNorm running statistics live in the `batch_stats` collection; dropout
   draws from the `dropout` rng stream; both are active only when `train=True`.
+  `ModelInfo.rng_streams` names every stream a model draws from when training
+  (the sparse mixture of experts' noisy gating adds `moe`), so the training
+  loop can pass one key per stream.
 * Intermediate feature maps are sown into the `intermediates` collection by
   stage name (`self.sow("intermediates", "stage1", x)`), so
   `model.apply(v, x, mutable=["intermediates"])` returns them.
@@ -32,18 +35,21 @@ class ModelInfo:
   num_classes: int         # default number of classes (1000 ImageNet, 10 CIFAR/digits)
   factory: Callable[..., nn.Module]
   description: str = ""
+  rng_streams: tuple[str, ...] = ("dropout",)   # random streams drawn from when train=True
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
 
 
 def register(name: str, *, family: str, input_shape: tuple[int, ...],
-             num_classes: int = 1000, description: str = "",
+             num_classes: int = 1000, description: str = "", rng_streams: tuple[str, ...] = ("dropout",),
              **preset: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
   """Decorator registering `factory(**kwargs) -> nn.Module` under `name`.
 
   `preset` keyword arguments are bound into the factory, so one module class can
-  be registered under several names (resnet18, resnet34, ...).
+  be registered under several names (resnet18, resnet34, ...). `rng_streams`
+  (not passed to the factory) are the random streams the model draws from when
+  `train=True`.
   """
 
   def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -53,7 +59,8 @@ def register(name: str, *, family: str, input_shape: tuple[int, ...],
 
     bound.__doc__ = factory.__doc__
     MODELS.add(name, ModelInfo(name, family, tuple(input_shape), num_classes,
-                               bound, description or (factory.__doc__ or "").strip().split("\n")[0]))
+                               bound, description or (factory.__doc__ or "").strip().split("\n")[0],
+                               tuple(rng_streams)))
     return factory
 
   return deco
@@ -70,3 +77,14 @@ def info(name: str) -> ModelInfo:
 
 def names(family: str | None = None) -> list[str]:
   return MODELS.names(None if family is None else (lambda m: m.family == family))
+
+
+def same_vocabulary(cls: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+  """Factory of a token-to-token model whose input vocabulary (`vocab_size`) defaults to its output one."""
+
+  def factory(num_classes: int, **kwargs: Any) -> nn.Module:
+    kwargs.setdefault("vocab_size", num_classes)
+    return cls(num_classes=num_classes, **kwargs)
+
+  factory.__doc__ = cls.__doc__
+  return factory

@@ -1,4 +1,4 @@
-"""Residual CNNs (lecture 002, "Residual"), built from `residual_blocks`.
+"""Residual CNNs (the lecture notes "Design", "Residual"), built from `residual_blocks`.
 
 * CIFAR networks of He et al. 2015, section 4.2 (`resnet20`..`resnet1202`,
   `plain20`..`plain110`): a 3x3 conv of 16, 3 stages of n basic blocks with
@@ -13,27 +13,32 @@
   `resnext50_32x4d`, `resnext101_32x8d` (Xie et al. 2017, Table 1),
   `se_resnet50`, `se_resnext50_32x4d` (Hu et al. 2018, Table 1),
   `sknet50` (Li et al. 2019, Table 1).
-* `mobilenet_v2` (Sandler et al. 2018, Table 2), `mobilenet_v2_28` (the 28x28
-  homework network of seed 000), `resnet_v2b` (the course's 28x28
-  pre-activation bottleneck network).
+* `mobilenet_v2` (Sandler et al. 2018, Table 2), `mobilenet_v2_28` and
+  `resnet_v2b` (the 28x28 MobileNet V2 and pre-activation bottleneck network
+  of the course's design homework, practice section).
 * `xception` (Chollet 2017, Fig. 5), `shufflenet_v1_g*` (Zhang et al. 2017,
   Table 1), `shufflenet_v2_x*` (Ma et al. 2018, Table 5), `shiftnet`
-  (Wu et al. 2018, ShiftNet-A as tabulated in lecture 002), `inception_resnet_v2`
-  (Szegedy et al. 2016), `dpn92`, `dpn98` (Chen et al. 2017, Table 1).
+  (Wu et al. 2018, ShiftNet-A as tabulated in the lecture notes "Design"),
+  `inception_resnet_v2` (Szegedy et al. 2016, blocks from `xnn.models.inception`),
+  `dpn92`, `dpn98` (Chen et al. 2017, Table 1).
 
-Stage outputs are sown into `intermediates` ("stem", "stage1", ...).
+Every network is an `ImageClassifier` (``num_classes``, ``head``, ``head_kwargs``,
+``dtype``). Stage outputs are sown into `intermediates` ("stem", "stage1", ...).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from xnn.models import inception
 from xnn.models import residual_blocks as rb
-from xnn.models.heads import Head
-from xnn.models.layers import ConvBN, batch_norm, conv
+from xnn.models.heads import ImageClassifier, attach_head
+from xnn.models.layers import ConvBN, batch_norm, bn_act, conv
+from xnn.models.pooling import max_pool
 from xnn.models.registry import register
 
 
@@ -63,15 +68,18 @@ class CifarBasicBlock(nn.Module):
     return nn.relu(y + x)
 
 
-class CifarResNet(nn.Module):
+def _stage_stride(stage: int, block: int) -> int:
+  """Every stage but the first halves the map in its first block."""
+  return 2 if (stage > 0 and block == 0) else 1
+
+
+class CifarResNet(ImageClassifier):
   """ResNet-(6n+2) for 32x32 inputs (He et al. 2015, section 4.2)."""
   depth: int = 20
-  num_classes: int = 10
   shortcut: str = "A"
   widths: tuple[int, ...] = (16, 32, 64)
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
+  _: dataclasses.KW_ONLY
+  num_classes: int = 10
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -81,17 +89,15 @@ class CifarResNet(nn.Module):
     x = ConvBN(self.widths[0], 3, dtype=self.dtype, name="stem")(x, train)
     for s, w in enumerate(self.widths):
       for b in range(n):
-        stride = 2 if (s > 0 and b == 0) else 1
-        x = CifarBasicBlock(w, stride, self.shortcut, self.dtype, name=f"stage{s + 1}_block{b + 1}")(x, train)
+        x = CifarBasicBlock(w, _stage_stride(s, b), self.shortcut, self.dtype,
+                            name=f"stage{s + 1}_block{b + 1}")(x, train)
       self.sow("intermediates", f"stage{s + 1}", x)
-    return Head(self.num_classes, self.head, dtype=self.dtype, name="head",
-                **(self.head_kwargs or {}))(x, train)
+    return attach_head(self, x, train)
 
 
 def _cifar(depth: int, plain: bool):
   def factory(shortcut: str = "A", **kw: Any) -> nn.Module:
     return CifarResNet(depth=depth, shortcut="none" if plain else shortcut, **kw)
-  kind = "plain" if plain else "resnet"
   factory.__doc__ = (f"{'Plain' if plain else 'Residual'} CIFAR network of depth {depth} "
                      f"(He et al. 2015, 6n+2 with n={(depth - 2) // 6}).")
   return factory
@@ -103,19 +109,14 @@ for _d in (20, 32, 44, 56, 110):
   register(f"plain{_d}", family="residual", input_shape=(32, 32, 3), num_classes=10)(_cifar(_d, True))
 
 
-# --- shared pieces -------------------------------------------------------------
+def _conv_pool_stem(mdl: nn.Module, x: jnp.ndarray, train: bool, features: int, kernel: int) -> jnp.ndarray:
+  """ImageNet stem: kxk/2 conv + BN + ReLU (``conv1``, sown "stem"), then a 3x3/2 max pool (pad 1).
 
-
-def _classify(mdl: nn.Module, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-  """The selectable head (`mdl.head`, `mdl.head_kwargs`) on the final feature map."""
-  return Head(mdl.num_classes, mdl.head, dtype=mdl.dtype, name="head", **(mdl.head_kwargs or {}))(x, train)
-
-
-def _stem7(mdl: nn.Module, x: jnp.ndarray, train: bool, features: int = 64) -> jnp.ndarray:
-  """ImageNet stem: 7x7/2 conv (pad 3) + BN + ReLU (sown "stem"), 3x3/2 max pool (pad 1)."""
-  x = ConvBN(features, 7, 2, 3, dtype=mdl.dtype, name="conv1")(x, train)
+  7x7 in ResNet (He et al. 2015, Table 1 "conv1" and pool) and DPN, 3x3 in ShuffleNet (Zhang et al. 2017, Table 1).
+  """
+  x = ConvBN(features, kernel, 2, kernel // 2, dtype=mdl.dtype, name="conv1")(x, train)
   mdl.sow("intermediates", "stem", x)
-  return rb.max_pool(x, 3, 2, 1)
+  return max_pool(x, 3, 2, 1)
 
 
 def _round8(v: float, divisor: int = 8) -> int:
@@ -127,14 +128,15 @@ def _round8(v: float, divisor: int = 8) -> int:
 # --- ImageNet ResNet family ----------------------------------------------------
 
 
-class ResNet(nn.Module):
+class ResNet(ImageClassifier):
   """ImageNet ResNet (He et al. 2015, Table 1) and its descendants.
 
   `block`: "basic" | "bottleneck" (post-activation) | "preact_basic" |
   "preact_bottleneck" (He et al. 2016: the stem keeps conv-BN-ReLU-pool, every
   block pre-activates its input, and a final BN-ReLU precedes pooling; the
-  layout of the imgclsmob PreResNet whose counts the tests cite). Bottleneck width = planes * width_per_group / 64 * groups
-  (ResNeXt's C x d; wide ResNets use width_per_group=128), output = 4 * planes.
+  layout of the imgclsmob PreResNet whose counts the tests cite).
+  Bottleneck width = planes * width_per_group / 64 * groups (ResNeXt's C x d;
+  wide ResNets use width_per_group=128), output = 4 * planes.
   """
   stage_sizes: tuple[int, ...] = (2, 2, 2, 2)
   block: str = "basic"
@@ -144,19 +146,13 @@ class ResNet(nn.Module):
   stride_on_1x1: bool = False
   se_reduction: int = 0
   selective_kernel: bool = False
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    preact = self.block.startswith("preact")
-    x = _stem7(self, x, train)
+    x = _conv_pool_stem(self, x, train, 64, 7)
     for s, (n, p) in enumerate(zip(self.stage_sizes, self.planes)):
       for b in range(n):
-        stride = 2 if (s > 0 and b == 0) else 1
-        name = f"stage{s + 1}_block{b + 1}"
+        stride, name = _stage_stride(s, b), f"stage{s + 1}_block{b + 1}"
         width = p * self.width_per_group // 64 * self.groups
         if self.block == "basic":
           x = rb.BasicBlock(p, stride, self.dtype, name=name)(x, train)
@@ -170,9 +166,9 @@ class ResNet(nn.Module):
         else:
           raise ValueError(f"unknown block {self.block!r}")
       self.sow("intermediates", f"stage{s + 1}", x)
-    if preact:
-      x = nn.relu(batch_norm(train, self.dtype, name="final_bn")(x))
-    return _classify(self, x, train)
+    if self.block.startswith("preact"):
+      x = bn_act(x, train, self.dtype, name="final_bn")
+    return attach_head(self, x, train)
 
 
 _DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
@@ -180,14 +176,10 @@ _DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottl
 
 
 def _imagenet_resnet(name: str, depth: int, doc: str, *, preact: bool = False, **arch: Any) -> None:
+  """Registers `ResNet` of Table 1's `depth` under `name`, with `arch` options bound."""
   block, sizes = _DEPTHS[depth]
-  block = "preact_" + block if preact else block
-
-  def factory(**kw: Any) -> nn.Module:
-    return ResNet(stage_sizes=sizes, block=block, **{**arch, **kw})
-
-  factory.__doc__ = doc
-  register(name, family="residual", input_shape=(224, 224, 3), num_classes=1000)(factory)
+  register(name, family="residual", input_shape=(224, 224, 3), num_classes=1000, description=doc,
+           stage_sizes=sizes, block="preact_" + block if preact else block, **arch)(ResNet)
 
 
 for _d in _DEPTHS:
@@ -209,8 +201,8 @@ _imagenet_resnet("sknet50", 50, "SKNet-50 (Li et al. 2019, Table 1): ResNeXt-50 
                  selective_kernel=True, groups=32, width_per_group=4)
 
 
-class ResNetV2b(nn.Module):
-  """The course's CIFAR pre-activation bottleneck network (xNNs_Code_031_CIFAR_ResNetV2b).
+class ResNetV2b(ImageClassifier):
+  """The CIFAR pre-activation bottleneck network of the course's design homework (practice code "ResNetV2b").
 
   3x3 conv of 32 (tail), three levels of 4/6/3 pre-activation bottlenecks with
   widths 32/64/128 and outputs 128/256/512 (strides 1/2/2: 28 -> 28 -> 14 -> 7
@@ -220,10 +212,8 @@ class ResNetV2b(nn.Module):
   widths: tuple[int, ...] = (32, 64, 128)
   outputs: tuple[int, ...] = (128, 256, 512)
   stem_features: int = 32
+  _: dataclasses.KW_ONLY
   num_classes: int = 10
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -231,11 +221,9 @@ class ResNetV2b(nn.Module):
     self.sow("intermediates", "stem", x)
     for s, (n, w, o) in enumerate(zip(self.stage_sizes, self.widths, self.outputs)):
       for b in range(n):
-        stride = 2 if (s > 0 and b == 0) else 1
-        x = rb.PreActBottleneck(o, w, stride, self.dtype, name=f"stage{s + 1}_block{b + 1}")(x, train)
+        x = rb.PreActBottleneck(o, w, _stage_stride(s, b), self.dtype, name=f"stage{s + 1}_block{b + 1}")(x, train)
       self.sow("intermediates", f"stage{s + 1}", x)
-    x = nn.relu(batch_norm(train, self.dtype, name="final_bn")(x))
-    return _classify(self, x, train)
+    return attach_head(self, bn_act(x, train, self.dtype, name="final_bn"), train)
 
 
 register("resnet_v2b", family="residual", input_shape=(28, 28, 3), num_classes=10)(ResNetV2b)
@@ -248,7 +236,7 @@ MOBILENET_V2_ROWS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                      (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(ImageClassifier):
   """MobileNet V2 (Sandler et al. 2018, Table 2) with width multiplier `width`.
 
   3x3/2 conv of 32 + BN + ReLU6 ("stem"), the seven bottleneck rows ("stage1"
@@ -258,10 +246,6 @@ class MobileNetV2(nn.Module):
   dropout (0.2) before the classifier is a head choice here (no parameters).
   """
   width: float = 1.0
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -275,32 +259,30 @@ class MobileNetV2(nn.Module):
       self.sow("intermediates", f"stage{r + 1}", x)
     x = ConvBN(_round8(1280 * max(1.0, self.width)), 1, act=nn.relu6, dtype=self.dtype, name="conv_last")(x, train)
     self.sow("intermediates", "stage8", x)
-    return _classify(self, x, train)
+    return attach_head(self, x, train)
 
 
 register("mobilenet_v2", family="residual", input_shape=(224, 224, 3), num_classes=1000)(MobileNetV2)
 
 
-class MobileNetV2_28(nn.Module):
-  """The 28x28 homework MobileNet V2 (seed 000, "Practice with MobileNet V2").
+class MobileNetV2_28(ImageClassifier):
+  """The 28x28 MobileNet V2 of the course's design homework (practice section, "Practice with MobileNet V2").
 
   Tail: 3x3 conv of 16 + BN + ReLU6 (28x28x16). Levels of 4/6/3 inverted
   residuals with expansion widths 64/128/256 and outputs 16/64/128; the first
   block of levels 2 and 3 has stride 2 on its depthwise 3x3 (28 -> 14 -> 7).
-  1x1 conv to 256 + BN + ReLU6, GAP, dense. The seed's dense layer has 200
+  1x1 conv to 256 + BN + ReLU6, GAP, dense. The homework's dense layer has 200
   outputs, but its input is a 28x28 crop of CIFAR-10 and its reported accuracy
   (0.89) is a 10-class result, so the default is `num_classes=10`; pass 200 for
-  the seed's table.
+  the homework's table.
   """
   expands: tuple[int, ...] = (64, 128, 256)
   outputs: tuple[int, ...] = (16, 64, 128)
   stage_sizes: tuple[int, ...] = (4, 6, 3)
   stem_features: int = 16
   last_features: int = 256
+  _: dataclasses.KW_ONLY
   num_classes: int = 10
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -308,12 +290,11 @@ class MobileNetV2_28(nn.Module):
     self.sow("intermediates", "stem", x)
     for s, (n, e, o) in enumerate(zip(self.stage_sizes, self.expands, self.outputs)):
       for b in range(n):
-        stride = 2 if (s > 0 and b == 0) else 1
-        x = rb.InvertedResidual(o, e, stride, self.dtype, name=f"stage{s + 1}_block{b + 1}")(x, train)
+        x = rb.InvertedResidual(o, e, _stage_stride(s, b), self.dtype, name=f"stage{s + 1}_block{b + 1}")(x, train)
       self.sow("intermediates", f"stage{s + 1}", x)
     x = ConvBN(self.last_features, 1, act=nn.relu6, dtype=self.dtype, name="conv_last")(x, train)
     self.sow("intermediates", "stage4", x)
-    return _classify(self, x, train)
+    return attach_head(self, x, train)
 
 
 register("mobilenet_v2_28", family="residual", input_shape=(28, 28, 3), num_classes=10)(MobileNetV2_28)
@@ -322,7 +303,7 @@ register("mobilenet_v2_28", family="residual", input_shape=(28, 28, 3), num_clas
 # --- Xception ------------------------------------------------------------------
 
 
-class Xception(nn.Module):
+class Xception(ImageClassifier):
   """Xception (Chollet 2017, Fig. 5), 299x299 -> 10x10x2048.
 
   Entry flow: 3x3/2 conv 32 and 3x3 conv 64 (both unpadded, + BN + ReLU), then
@@ -331,10 +312,6 @@ class Xception(nn.Module):
   SepConv 1536 + BN + ReLU, SepConv 2048 + BN + ReLU ("exit"), head.
   """
   middle_repeats: int = 8
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -350,9 +327,9 @@ class Xception(nn.Module):
     x = rb.XceptionBlock((728, 1024), 2, True, self.dtype, name="exit1")(x, train)
     for i, f in enumerate((1536, 2048)):
       x = rb.SeparableConv(f, dtype=self.dtype, name=f"exit_sepconv{i + 1}")(x)
-      x = nn.relu(batch_norm(train, self.dtype, name=f"exit_bn{i + 1}")(x))
+      x = bn_act(x, train, self.dtype, name=f"exit_bn{i + 1}")
     self.sow("intermediates", "exit", x)
-    return _classify(self, x, train)
+    return attach_head(self, x, train)
 
 
 register("xception", family="residual", input_shape=(299, 299, 3), num_classes=1000)(Xception)
@@ -365,7 +342,7 @@ SHUFFLENET_V1_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 
                           4: (272, 544, 1088), 8: (384, 768, 1536)}
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(ImageClassifier):
   """ShuffleNet 1x (Zhang et al. 2017, Table 1) with `groups` in {1, 2, 3, 4, 8}.
 
   3x3/2 conv of 24 + BN + ReLU, 3x3/2 max pool, stages of 4/8/4 units (the
@@ -373,27 +350,16 @@ class ShuffleNetV1(nn.Module):
   """
   groups: int = 3
   stage_sizes: tuple[int, ...] = (4, 8, 4)
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = _stem3(self, x, train, 24)
+    x = _conv_pool_stem(self, x, train, 24, 3)
     for s, (n, c) in enumerate(zip(self.stage_sizes, SHUFFLENET_V1_CHANNELS[self.groups])):
       for b in range(n):
         x = rb.ShuffleV1Unit(c, self.groups, 2 if b == 0 else 1, s + b > 0, self.dtype,
                              name=f"stage{s + 2}_unit{b + 1}")(x, train)
       self.sow("intermediates", f"stage{s + 2}", x)
-    return _classify(self, x, train)
-
-
-def _stem3(mdl: nn.Module, x: jnp.ndarray, train: bool, features: int) -> jnp.ndarray:
-  """ShuffleNet stem: 3x3/2 conv + BN + ReLU (sown "stem"), 3x3/2 max pool."""
-  x = ConvBN(features, 3, 2, dtype=mdl.dtype, name="conv1")(x, train)
-  mdl.sow("intermediates", "stem", x)
-  return rb.max_pool(x, 3, 2, 1)
+    return attach_head(self, x, train)
 
 
 for _g in SHUFFLENET_V1_CHANNELS:
@@ -406,26 +372,22 @@ SHUFFLENET_V2_CHANNELS = {"x0_5": (48, 96, 192, 1024), "x1_0": (116, 232, 464, 1
                           "x1_5": (176, 352, 704, 1024), "x2_0": (244, 488, 976, 2048)}
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(ImageClassifier):
   """ShuffleNet V2 (Ma et al. 2018, Table 5): stem as V1, stages of 4/8/4 units,
   1x1 conv (1024 or 2048) + BN + ReLU ("conv5"), head."""
   channels: tuple[int, ...] = SHUFFLENET_V2_CHANNELS["x1_0"]
   stage_sizes: tuple[int, ...] = (4, 8, 4)
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = _stem3(self, x, train, 24)
+    x = _conv_pool_stem(self, x, train, 24, 3)
     for s, (n, c) in enumerate(zip(self.stage_sizes, self.channels)):
       for b in range(n):
         x = rb.ShuffleV2Unit(c, 2 if b == 0 else 1, self.dtype, name=f"stage{s + 2}_unit{b + 1}")(x, train)
       self.sow("intermediates", f"stage{s + 2}", x)
     x = ConvBN(self.channels[-1], 1, dtype=self.dtype, name="conv_last")(x, train)
     self.sow("intermediates", "conv5", x)
-    return _classify(self, x, train)
+    return attach_head(self, x, train)
 
 
 for _k, _c in SHUFFLENET_V2_CHANNELS.items():
@@ -435,22 +397,18 @@ for _k, _c in SHUFFLENET_V2_CHANNELS.items():
 
 # --- ShiftNet ------------------------------------------------------------------
 
-# Lecture 002 "Residual: ShiftNet" (Wu et al. 2018, ShiftNet-A):
+# The lecture notes "Design", "Residual: ShiftNet" (Wu et al. 2018, ShiftNet-A):
 # per group (output channels, shift kernel, expansion of the stride-2 module,
 # expansion of the stride-1 modules, number of stride-1 modules).
 SHIFTNET_A = ((64, 5, 4, 4, 4), (128, 5, 4, 3, 5), (256, 3, 3, 2, 6), (512, 3, 2, 1, 2))
 
 
-class ShiftNet(nn.Module):
+class ShiftNet(ImageClassifier):
   """ShiftNet-A (Wu et al. 2018): 7x7/2 conv of 32 + BN + ReLU, four groups of
   conv-shift-conv modules, each opening with a stride-2 module (112 -> 56 ->
   28 -> 14 -> 7), head."""
   groups: tuple[tuple[int, ...], ...] = SHIFTNET_A
   stem_features: int = 32
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -461,7 +419,7 @@ class ShiftNet(nn.Module):
       for b in range(n):
         x = rb.CSCBlock(c, e, k, 1, self.dtype, name=f"group{g + 1}_block{b + 2}")(x, train)
       self.sow("intermediates", f"stage{g + 1}", x)
-    return _classify(self, x, train)
+    return attach_head(self, x, train)
 
 
 register("shiftnet", family="residual", input_shape=(224, 224, 3), num_classes=1000)(ShiftNet)
@@ -470,7 +428,7 @@ register("shiftnet", family="residual", input_shape=(224, 224, 3), num_classes=1
 # --- Inception-ResNet-v2 -------------------------------------------------------
 
 
-class InceptionResNetV2(nn.Module):
+class InceptionResNetV2(ImageClassifier):
   """Inception-ResNet-v2 (Szegedy et al. 2016, Fig. 15), 299x299 -> 8x8x1536.
 
   Stem to 35x35x320 ("stem"), 10 x block A (scale 0.17, "stage1"), reduction A
@@ -483,29 +441,26 @@ class InceptionResNetV2(nn.Module):
   repeats: tuple[int, int, int] = (10, 20, 10)
   scales: tuple[float, float, float] = (0.17, 0.1, 0.2)
   bn_scale: bool = True
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = rb.InceptionResNetStem(self.bn_scale, self.dtype, name="stem_block")(x, train)
+    d, use_scale = self.dtype, self.bn_scale
+    x = inception.InceptionResNetStem(use_scale, d, name="stem_block")(x, train)
     self.sow("intermediates", "stem", x)
-    specs = (rb.INCEPTION_RESNET_A, rb.INCEPTION_RESNET_B, rb.INCEPTION_RESNET_C)
-    reductions = (rb.REDUCTION_A, rb.REDUCTION_B)
+    specs = (inception.INCEPTION_RESNET_A, inception.INCEPTION_RESNET_B, inception.INCEPTION_RESNET_C)
+    reductions = (inception.REDUCTION_A, inception.REDUCTION_B)
     for s, (n, scale, spec) in enumerate(zip(self.repeats, self.scales, specs)):
       if s > 0:
-        x = rb.InceptionBranches(reductions[s - 1], pool="max", bn_scale=self.bn_scale, dtype=self.dtype,
-                                 name=f"reduction{s}")(x, train)
+        x = inception.InceptionBranches(reductions[s - 1], pool="max", use_scale=use_scale, dtype=d,
+                                        name=f"reduction{s}")(x, train)
       for b in range(n):
         last = s == 2 and b == n - 1
-        x = rb.InceptionResNetBlock(spec, 1.0 if last else scale, not last, self.bn_scale, self.dtype,
-                                    name=f"stage{s + 1}_block{b + 1}")(x, train)
+        x = inception.InceptionResNetBlock(spec, 1.0 if last else scale, not last, use_scale, d,
+                                           name=f"stage{s + 1}_block{b + 1}")(x, train)
       if s == 2:
-        x = rb.InceptionConvBN(1536, 1, bn_scale=self.bn_scale, dtype=self.dtype, name="conv_last")(x, train)
+        x = ConvBN(1536, 1, use_scale=use_scale, dtype=d, name="conv_last")(x, train)
       self.sow("intermediates", f"stage{s + 1}", x)
-    return _classify(self, x, train)
+    return attach_head(self, x, train)
 
 
 register("inception_resnet_v2", family="residual", input_shape=(299, 299, 3), num_classes=1000)(InceptionResNetV2)
@@ -514,7 +469,7 @@ register("inception_resnet_v2", family="residual", input_shape=(299, 299, 3), nu
 # --- Dual Path Networks --------------------------------------------------------
 
 
-class DPN(nn.Module):
+class DPN(ImageClassifier):
   """Dual Path Network (Chen et al. 2017, Table 1).
 
   Stem: 7x7/2 conv + BN + ReLU, 3x3/2 max pool. Four stages of dual path
@@ -527,24 +482,19 @@ class DPN(nn.Module):
   groups: int = 32
   stage_sizes: tuple[int, ...] = (3, 4, 20, 3)
   incs: tuple[int, ...] = (16, 32, 24, 128)
-  num_classes: int = 1000
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = _stem7(self, x, train, self.stem_features)
+    x = _conv_pool_stem(self, x, train, self.stem_features, 7)
     paths = (x, x[..., :0])
     for s, (n, inc) in enumerate(zip(self.stage_sizes, self.incs)):
       for b in range(n):
         paths = rb.DualPathBlock(self.k_r * 2 ** s, 256 * 2 ** s, inc, self.groups,
-                                 stride=2 if (s > 0 and b == 0) else 1, project=b == 0,
+                                 stride=_stage_stride(s, b), project=b == 0,
                                  dtype=self.dtype, name=f"stage{s + 1}_block{b + 1}")(paths, train)
       self.sow("intermediates", f"stage{s + 1}", jnp.concatenate(paths, axis=-1))
-    x = jnp.concatenate(paths, axis=-1)
-    x = nn.relu(batch_norm(train, self.dtype, name="final_bn")(x))
-    return _classify(self, x, train)
+    x = bn_act(jnp.concatenate(paths, axis=-1), train, self.dtype, name="final_bn")
+    return attach_head(self, x, train)
 
 
 register("dpn92", family="residual", input_shape=(224, 224, 3), num_classes=1000,

@@ -1,14 +1,16 @@
-"""Reusable blocks of the residual CNN family (lecture 002, "Residual").
+"""Reusable blocks of the residual CNN family (the lecture notes "Design", "Residual").
 
 Every block takes NHWC input, `train` for BatchNorm, and a compute `dtype`.
 Padding is explicit and symmetric (see `xnn.models.layers`).
 
+* `Projection`: the 1x1 conv + BN shortcut (He et al. 2015, option B).
 * `BasicBlock`, `Bottleneck`: post-activation residual blocks of He et al. 2015,
   "Deep Residual Learning for Image Recognition" (Table 1, Fig. 5), with the
   ResNeXt grouped 3x3 (Xie et al. 2017, Fig. 3c), squeeze-and-excitation
   (Hu et al. 2018, Fig. 3) and selective-kernel (Li et al. 2019, Fig. 1) options.
-* `PreActBasicBlock`, `PreActBottleneck`: pre-activation blocks of He et al.
-  2016, "Identity Mappings in Deep Residual Networks" (Fig. 1b, 4e).
+* `PreActBlock` in its `PreActBasicBlock` and `PreActBottleneck` shapes: the
+  pre-activation blocks of He et al. 2016, "Identity Mappings in Deep Residual
+  Networks" (Fig. 1b, 4e).
 * `InvertedResidual`: MobileNet V2 inverted residual with linear bottleneck
   (Sandler et al. 2018, Table 1).
 * `channel_shuffle`, `ShuffleV1Unit`, `ShuffleV2Unit`: Zhang et al. 2017
@@ -17,49 +19,29 @@ Padding is explicit and symmetric (see `xnn.models.layers`).
   of Wu et al. 2018.
 * `SeparableConv`, `XceptionBlock`: depthwise-separable convolution and the
   Xception entry/middle/exit modules (Chollet 2017, Fig. 5).
-* `InceptionResNetBlock` with the A/B/C branch specs, the reductions
-  (`InceptionBranches` with REDUCTION_A/B) and `InceptionResNetStem`:
-  Inception-ResNet-v2 (Szegedy et al. 2016, Fig. 16-19 and 7), in the layer
-  widths of the TF-slim/Keras reference implementation.
 * `DualPathBlock`: Chen et al. 2017, "Dual Path Networks" (Fig. 2e).
+
+Inception-ResNet-v2's blocks are written in the Inception mini-language of
+`xnn.models.inception`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import functools
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from xnn.models.layers import ConvBN, batch_norm, conv
+from xnn.models.layers import BNAct, BNActConv, ConvBN, batch_norm, conv
+from xnn.models.pooling import avg_pool, max_pool
 
 Dtype = Any
-Act = Callable[[jnp.ndarray], jnp.ndarray]
 
 
-def max_pool(x: jnp.ndarray, kernel: int = 3, stride: int = 2, padding: int = 1) -> jnp.ndarray:
-  """Max pooling with explicit symmetric padding (padded cells never win)."""
-  return nn.max_pool(x, (kernel, kernel), (stride, stride), ((padding, padding), (padding, padding)))
-
-
-def avg_pool(x: jnp.ndarray, kernel: int = 3, stride: int = 1, padding: int = 1,
-             count_include_pad: bool = True) -> jnp.ndarray:
-  """Average pooling with explicit symmetric padding."""
-  return nn.avg_pool(x, (kernel, kernel), (stride, stride), ((padding, padding), (padding, padding)),
-                     count_include_pad=count_include_pad)
-
-
-class Projection(nn.Module):
-  """Shortcut projection (He et al. 2015 option B): 1x1 conv with stride, then BN."""
-  features: int
-  stride: int = 1
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = conv(self.features, 1, self.stride, 0, dtype=self.dtype, name="conv")(x)
-    return batch_norm(train, self.dtype, name="bn")(x)
+# Shortcut projection (He et al. 2015, option B): 1x1 conv with stride, then BN (submodules conv, bn).
+Projection = functools.partial(ConvBN, kernel=1, padding=0, act=None)
 
 
 class SqueezeExcite(nn.Module):
@@ -123,7 +105,7 @@ class BasicBlock(nn.Module):
     y = ConvBN(self.features, 3, self.stride, dtype=self.dtype, name="conv_bn1")(x, train)
     y = ConvBN(self.features, 3, 1, act=None, dtype=self.dtype, name="conv_bn2")(y, train)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = Projection(self.features, self.stride, self.dtype, name="proj")(x, train)
+      x = Projection(self.features, stride=self.stride, dtype=self.dtype, name="proj")(x, train)
     return nn.relu(y + x)
 
 
@@ -157,60 +139,45 @@ class Bottleneck(nn.Module):
     if self.se_reduction:
       y = SqueezeExcite(self.se_reduction, self.dtype, name="se")(y)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = Projection(self.features, self.stride, self.dtype, name="proj")(x, train)
+      x = Projection(self.features, stride=self.stride, dtype=self.dtype, name="proj")(x, train)
     return nn.relu(y + x)
 
 
-class _PreAct(nn.Module):
-  """BN -> ReLU (the pre-activation unit of He et al. 2016)."""
-  dtype: Dtype = jnp.float32
+class PreActBlock(nn.Module):
+  """Pre-activation residual block (He et al. 2016, "Identity Mappings", Fig. 1b, 4e).
 
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    return nn.relu(batch_norm(train, self.dtype, name="bn")(x))
-
-
-class PreActBasicBlock(nn.Module):
-  """Pre-activation basic block (He et al. 2016, Fig. 4e): x + conv(BN-ReLU(conv(BN-ReLU x))).
-
-  Where the shape changes the projection shortcut (1x1 conv, no BN) reads the
-  pre-activated input, as in the authors' code.
+  x + conv_n(BN-ReLU(... conv_1(BN-ReLU(x)))): ``convs`` lists (features,
+  kernel, stride) of conv_1 .. conv_n (no BN after them); the BN-ReLU units are
+  ``preact``, ``preact2``, ... Where the shape changes, the projection shortcut
+  (1x1 conv with the block's stride, no BN, ``proj``) reads the pre-activated
+  input, as in the authors' code.
   """
-  features: int
-  stride: int = 1
+  convs: Sequence[tuple[int, int, int]]
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    project = self.stride != 1 or x.shape[-1] != self.features
-    a = _PreAct(self.dtype, name="preact")(x, train)
-    y = conv(self.features, 3, self.stride, dtype=self.dtype, name="conv1")(a)
-    y = _PreAct(self.dtype, name="preact2")(y, train)
-    y = conv(self.features, 3, 1, dtype=self.dtype, name="conv2")(y)
-    if project:
-      x = conv(self.features, 1, self.stride, 0, dtype=self.dtype, name="proj")(a)
+    features, stride = self.convs[-1][0], max(s for _, _, s in self.convs)
+    a = BNAct(dtype=self.dtype, name="preact")(x, train)
+    y = a
+    for i, (f, k, s) in enumerate(self.convs):
+      if i:
+        y = BNAct(dtype=self.dtype, name=f"preact{i + 1}")(y, train)
+      y = conv(f, k, s, dtype=self.dtype, name=f"conv{i + 1}")(y)
+    if stride != 1 or x.shape[-1] != features:
+      x = conv(features, 1, stride, 0, dtype=self.dtype, name="proj")(a)
     return y + x
 
 
-class PreActBottleneck(nn.Module):
-  """Pre-activation bottleneck (He et al. 2016): BN-ReLU-1x1, BN-ReLU-3x3 (stride), BN-ReLU-1x1."""
-  features: int
-  width: int
-  stride: int = 1
-  dtype: Dtype = jnp.float32
+def PreActBasicBlock(features: int, stride: int = 1, dtype: Dtype = jnp.float32, **kw: Any) -> PreActBlock:
+  """Pre-activation basic block: BN-ReLU-3x3 (stride), BN-ReLU-3x3 (He et al. 2016, Fig. 4e)."""
+  return PreActBlock(((features, 3, stride), (features, 3, 1)), dtype, **kw)
 
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    project = self.stride != 1 or x.shape[-1] != self.features
-    a = _PreAct(self.dtype, name="preact")(x, train)
-    y = conv(self.width, 1, dtype=self.dtype, name="conv1")(a)
-    y = _PreAct(self.dtype, name="preact2")(y, train)
-    y = conv(self.width, 3, self.stride, dtype=self.dtype, name="conv2")(y)
-    y = _PreAct(self.dtype, name="preact3")(y, train)
-    y = conv(self.features, 1, dtype=self.dtype, name="conv3")(y)
-    if project:
-      x = conv(self.features, 1, self.stride, 0, dtype=self.dtype, name="proj")(a)
-    return y + x
+
+def PreActBottleneck(features: int, width: int, stride: int = 1, dtype: Dtype = jnp.float32,
+                     **kw: Any) -> PreActBlock:
+  """Pre-activation bottleneck: BN-ReLU-1x1 (width), BN-ReLU-3x3 (width, stride), BN-ReLU-1x1 (features)."""
+  return PreActBlock(((width, 1, 1), (width, 3, stride), (features, 1, 1)), dtype, **kw)
 
 
 class InvertedResidual(nn.Module):
@@ -346,7 +313,7 @@ class CSCBlock(nn.Module):
     y = shift(y, self.kernel)[:, ::self.stride, ::self.stride, :]
     y = ConvBN(self.features, 1, act=None, dtype=self.dtype, name="conv_bn2")(y, train)
     if self.stride != 1 or x.shape[-1] != self.features:
-      x = Projection(self.features, self.stride, self.dtype, name="proj")(x, train)
+      x = Projection(self.features, stride=self.stride, dtype=self.dtype, name="proj")(x, train)
     return nn.relu(y + x)
 
 
@@ -388,135 +355,11 @@ class XceptionBlock(nn.Module):
     if self.stride != 1:
       y = max_pool(y, 3, self.stride, 1)
     if self.stride != 1 or x.shape[-1] != self.features[-1]:
-      x = Projection(self.features[-1], self.stride, self.dtype, name="proj")(x, train)
+      x = Projection(self.features[-1], stride=self.stride, dtype=self.dtype, name="proj")(x, train)
     return y + x
 
 
-# --- Inception-ResNet-v2 -----------------------------------------------------
-
-
-class InceptionConvBN(nn.Module):
-  """Conv (no bias) + BN + ReLU: the Inception unit. `bn_scale=False` drops the
-  BN scale (beta only) as the Keras reference does (`BatchNormalization(scale=False)`);
-  timm keeps it. `padding` is an int (symmetric), None (same) or "valid" (0).
-  """
-  features: int
-  kernel: int | Sequence[int] = 1
-  stride: int = 1
-  padding: Any = None
-  bn_scale: bool = True
-  act: Act | None = nn.relu
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    pad = 0 if self.padding == "valid" else self.padding
-    x = conv(self.features, self.kernel, self.stride, pad, dtype=self.dtype, name="conv")(x)
-    x = batch_norm(train, self.dtype, name="bn", use_scale=self.bn_scale)(x)
-    return x if self.act is None else self.act(x)
-
-
-Branch = Sequence[tuple]   # ((features, kernel[, stride[, padding]]), ...)
-
-
-def _branch(mdl: nn.Module, x: jnp.ndarray, spec: Branch, name: str, train: bool) -> jnp.ndarray:
-  for j, layer in enumerate(spec):
-    f, k, *rest = layer
-    stride = rest[0] if rest else 1
-    pad = rest[1] if len(rest) > 1 else None
-    x = InceptionConvBN(f, k, stride, pad, mdl.bn_scale, dtype=mdl.dtype, name=f"{name}_{j}")(x, train)
-  return x
-
-
-class InceptionBranches(nn.Module):
-  """Parallel conv branches concatenated on channels; `pool` adds a pooling branch.
-
-  `pool`: None, "max" (3x3/2 valid max pool, the reductions) or "avg" (3x3/1
-  average pool + 1x1 conv of `pool_features`, Mixed-5b).
-  """
-  branches: Sequence[Branch]
-  pool: str | None = None
-  pool_features: int = 0
-  bn_scale: bool = True
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    ys = [_branch(self, x, spec, f"branch{i}", train) for i, spec in enumerate(self.branches)]
-    if self.pool == "max":
-      ys.append(max_pool(x, 3, 2, 0))
-    elif self.pool == "avg":
-      p = avg_pool(x, 3, 1, 1, count_include_pad=False)
-      ys.append(InceptionConvBN(self.pool_features, 1, bn_scale=self.bn_scale, dtype=self.dtype,
-                                name="pool_proj")(p, train))
-    return jnp.concatenate(ys, axis=-1)
-
-
-class InceptionResNetBlock(nn.Module):
-  """Residual Inception block (Szegedy et al. 2016, Fig. 16-18, Sec. 3.3):
-  x + scale * Conv1x1_linear(concat(branches)), then ReLU (unless `activate=False`).
-
-  The linear 1x1 up-projection has a bias and no BN (as in the reference code).
-  """
-  branches: Sequence[Branch]
-  scale: float = 1.0
-  activate: bool = True
-  bn_scale: bool = True
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    y = InceptionBranches(self.branches, bn_scale=self.bn_scale, dtype=self.dtype, name="mixed")(x, train)
-    y = conv(x.shape[-1], 1, use_bias=True, dtype=self.dtype, name="up")(y)
-    x = x + self.scale * y
-    return nn.relu(x) if self.activate else x
-
-
-# Branch specs (features, kernel[, stride, padding]) of Inception-ResNet-v2.
-INCEPTION_RESNET_A = (((32, 1),), ((32, 1), (32, 3)), ((32, 1), (48, 3), (64, 3)))          # Fig. 16
-INCEPTION_RESNET_B = (((192, 1),), ((128, 1), (160, (1, 7)), (192, (7, 1))))                # Fig. 17
-INCEPTION_RESNET_C = (((192, 1),), ((192, 1), (224, (1, 3)), (256, (3, 1))))                # Fig. 19
-REDUCTION_A = (((384, 3, 2, "valid"),), ((256, 1), (256, 3), (384, 3, 2, "valid")))         # Fig. 7, k,l,m,n = 256,256,384,384
-REDUCTION_B = (((256, 1), (384, 3, 2, "valid")), ((256, 1), (288, 3, 2, "valid")),
-               ((256, 1), (288, 3), (320, 3, 2, "valid")))                                    # Fig. 18
-MIXED_5B = (((96, 1),), ((48, 1), (64, 5)), ((64, 1), (96, 3), (96, 3)))
-
-
-class InceptionResNetStem(nn.Module):
-  """Stem of the reference (TF-slim/Keras) Inception-ResNet-v2: 299 -> 35x35x320.
-
-  3x3/2 32 valid, 3x3 32 valid, 3x3 64, 3x3/2 max pool, 1x1 80, 3x3 192 valid,
-  3x3/2 max pool, then Mixed-5b (four branches, 320 channels). The paper's
-  Fig. 3 stem (384 channels) is not the one the reference count uses.
-  """
-  bn_scale: bool = True
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = _branch(self, x, ((32, 3, 2, "valid"), (32, 3, 1, "valid"), (64, 3)), "conv_a", train)
-    x = max_pool(x, 3, 2, 0)
-    x = _branch(self, x, ((80, 1), (192, 3, 1, "valid")), "conv_b", train)
-    x = max_pool(x, 3, 2, 0)
-    return InceptionBranches(MIXED_5B, pool="avg", pool_features=64, bn_scale=self.bn_scale,
-                             dtype=self.dtype, name="mixed_5b")(x, train)
-
-
 # --- Dual path networks -------------------------------------------------------
-
-
-class BNActConv(nn.Module):
-  """BN -> ReLU -> conv (no bias): the pre-activation unit of the DPN reference code."""
-  features: int
-  kernel: int = 1
-  stride: int = 1
-  groups: int = 1
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = nn.relu(batch_norm(train, self.dtype, name="bn")(x))
-    return conv(self.features, self.kernel, self.stride, groups=self.groups, dtype=self.dtype, name="conv")(x)
 
 
 class DualPathBlock(nn.Module):

@@ -1,6 +1,6 @@
 """ResNet-9: D. Page's fast CIFAR-10 network ("How to train your ResNet", 2018).
 
-The DAWNBench-winning residual network (lecture 002's "Residual" family): 94% on
+The DAWNBench-winning residual network (the "Residual" family of the lecture notes "Design"): 94% on
 CIFAR-10 in 24 epochs.  Layout, from Page's reference code (``cifar10-fast``,
 ``conv_bn`` = 3x3 conv without bias -> BatchNorm -> ReLU; pooling after the ReLU):
 
@@ -25,7 +25,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from xnn.models.blocks import max_pool
+from xnn.models.pooling import max_pool
 from xnn.models.layers import ConvBN
 from xnn.models.registry import register
 

@@ -1,4 +1,4 @@
-"""Recurrent input-output mappings (lecture 002, "Mappings") and the RNN encoder-decoder.
+"""Recurrent input-output mappings (the lecture notes "Design", "Mappings") and the RNN encoder-decoder.
 
 * many-to-one  ``RNNClassifier``: (N, T, F) -> logits (N, classes), from the
   top layer's output at each sequence's last valid step (bi-directional: the
@@ -35,8 +35,8 @@ import jax
 import jax.numpy as jnp
 
 from xnn.models.attention import EncoderDecoderAttention
-from xnn.models.recurrent import Recurrent, RNNStack, lengths_to_mask
-from xnn.models.registry import register
+from xnn.models.recurrent import Recurrent, RNNStack, RNNStackOptions, lengths_to_mask
+from xnn.models.registry import register, same_vocabulary
 
 Array = jax.Array
 
@@ -48,32 +48,16 @@ def _as_sequence(x: Array) -> Array:
   return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-class _StackMixin(nn.Module):
-  """Fields shared by the RNN mappings (see ``RNNStack``)."""
+class _Mapping(RNNStackOptions):
+  """An ``RNNStack`` (its options are this module's) with a linear head of ``num_classes``."""
   num_classes: int = 10
-  cell: str = "lstm"
-  features: int = 64
-  num_layers: int = 1
-  bidirectional: bool = False
-  merge: str = "concat"
-  residual: bool = False
-  pyramidal: bool = False
-  moe: Any = None
-  dropout: float = 0.0
-  unroll: int = 1
-  dtype: Any = jnp.float32
 
   def stack(self, name: str = "rnn", **override) -> RNNStack:
-    kw = dict(cell=self.cell, features=self.features, num_layers=self.num_layers,
-              bidirectional=self.bidirectional, merge=self.merge, residual=self.residual,
-              pyramidal=self.pyramidal, moe=self.moe, dropout=self.dropout, unroll=self.unroll,
-              dtype=self.dtype)
-    kw.update(override)
-    return RNNStack(**kw, name=name)
+    return RNNStack(**{**self.stack_options(), **override}, name=name)
 
 
-class RNNClassifier(_StackMixin):
-  """Many inputs to one output: sequence classification (lecture 002, "Mappings")."""
+class RNNClassifier(_Mapping):
+  """Many inputs to one output: sequence classification (the lecture notes "Design", "Mappings")."""
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False, lengths: Optional[Array] = None):
@@ -84,7 +68,7 @@ class RNNClassifier(_StackMixin):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(final)
 
 
-class RNNTagger(_StackMixin):
+class RNNTagger(_Mapping):
   """Many inputs to many outputs: per-step labels (N, T, classes); padded steps give the bias."""
 
   @nn.compact
@@ -95,7 +79,7 @@ class RNNTagger(_StackMixin):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(y)
 
 
-class RNNGenerator(_StackMixin):
+class RNNGenerator(_Mapping):
   """One input to many outputs: the vector feeds step 0; ``length`` steps of logits."""
   length: int = 8
 
@@ -125,8 +109,8 @@ class RNNSeq2Seq(nn.Module):
   def setup(self):
     kw = dict(cell=self.cell, features=self.features, unroll=self.unroll, dtype=self.dtype)
     self.embed = nn.Embed(self.vocab_size, self.embed_dim, name="embed")
-    self.encoder = [Recurrent(**kw, name=f"encoder{l}") for l in range(self.num_layers)]
-    self.decoder = [Recurrent(**kw, name=f"decoder{l}") for l in range(self.num_layers)]
+    self.encoder = [Recurrent(**kw, name=f"encoder{i}") for i in range(self.num_layers)]
+    self.decoder = [Recurrent(**kw, name=f"decoder{i}") for i in range(self.num_layers)]
     if self.attention:
       self.attend = EncoderDecoderAttention(qk_features=self.features, dtype=self.dtype, name="attention")
     self.drop = nn.Dropout(self.dropout)
@@ -137,8 +121,8 @@ class RNNSeq2Seq(nn.Module):
     mask = (inputs != self.pad_id).astype(jnp.float32)
     x = self.embed(inputs).astype(self.dtype)
     carries = []
-    for l, layer in enumerate(self.encoder):
-      if l:
+    for i, layer in enumerate(self.encoder):
+      if i:
         x = self.drop(x, deterministic=not train)
       carry, x = layer(x, mask)
       carries.append(carry)
@@ -149,10 +133,10 @@ class RNNSeq2Seq(nn.Module):
     memory, mask, _ = enc
     x = self.embed(tokens).astype(self.dtype)
     new = []
-    for l, layer in enumerate(self.decoder):
-      if l:
+    for i, layer in enumerate(self.decoder):
+      if i:
         x = self.drop(x, deterministic=not train)
-      carry, x = layer(x, None, carries[l])
+      carry, x = layer(x, None, carries[i])
       new.append(carry)
     if self.attention:
       x = jnp.concatenate([x, self.attend(x, memory, mask)], axis=-1)
@@ -190,29 +174,19 @@ _DIGITS = dict(family="recurrent", input_shape=(8, 8), num_classes=10)
 @register("lstm_classifier", **_DIGITS, cell="lstm")
 @register("bilstm_classifier", **_DIGITS, cell="lstm", bidirectional=True)
 @register("pyramidal_lstm_classifier", **_DIGITS, cell="lstm", num_layers=3, pyramidal=True)
-@register("moe_lstm_classifier", **_DIGITS, cell="lstm", num_layers=2,
+@register("moe_lstm_classifier", **_DIGITS, cell="lstm", num_layers=2, rng_streams=("dropout", "moe"),
           moe=(("num_experts", 4), ("k", 2), ("hidden", 64)))
 def rnn_classifier(**kw) -> RNNClassifier:
-  """Many-to-one recurrent classifier (lecture 002, RNN mappings)."""
+  """Many-to-one recurrent classifier (the lecture notes "Design", RNN mappings)."""
   if isinstance(kw.get("moe"), tuple):
     kw["moe"] = dict(kw["moe"])
   return RNNClassifier(**kw)
 
 
-@register("lstm_tagger", **_DIGITS)
-def lstm_tagger(**kw) -> RNNTagger:
-  """Many-to-many LSTM sequence labeller (lecture 002, RNN mappings)."""
-  return RNNTagger(**kw)
-
-
-@register("lstm_generator", family="recurrent", input_shape=(16,), num_classes=10)
-def lstm_generator(**kw) -> RNNGenerator:
-  """One-to-many LSTM generator (lecture 002, RNN mappings)."""
-  return RNNGenerator(**kw)
-
-
-@register("rnn_seq2seq", family="recurrent", input_shape=(10,), num_classes=14)
-def rnn_seq2seq(num_classes: int = 14, **kw) -> RNNSeq2Seq:
-  """LSTM encoder-attention-decoder with teacher forcing and greedy decoding."""
-  kw.setdefault("vocab_size", num_classes)
-  return RNNSeq2Seq(num_classes=num_classes, **kw)
+register("lstm_tagger", **_DIGITS,
+         description='Many-to-many LSTM sequence labeller (the lecture notes "Design", RNN mappings).')(RNNTagger)
+register("lstm_generator", family="recurrent", input_shape=(16,), num_classes=10,
+         description='One-to-many LSTM generator (the lecture notes "Design", RNN mappings).')(RNNGenerator)
+register("rnn_seq2seq", family="recurrent", input_shape=(10,), num_classes=14,
+         description="LSTM encoder-attention-decoder with teacher forcing and greedy decoding.",
+         )(same_vocabulary(RNNSeq2Seq))

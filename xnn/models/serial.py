@@ -1,6 +1,6 @@
-"""Serial CNNs: one path from input to output (lecture 002, "Serial").
+"""Serial CNNs: one path from input to output (the lecture notes "Design", "Serial").
 
-* `lenet5`: the 32x32 homework LeNet-5 (seed 003).
+* `lenet5`: the 32x32 LeNet-5 of the LeNet-5 homework (activation and parameter table).
 * `alexnet`: torchvision's one-tower AlexNet (64/192/384/256/256 filters,
   Krizhevsky 2014 "One weird trick" layout), adaptive average pool to 6x6,
   classifier 4096-4096 with dropout 0.5.
@@ -10,26 +10,29 @@
   variant (bvlc_reference_caffenet prototxt): pool before LRN, Caffe's LRN
   (k=1, alpha/n).
 * `vgg11..vgg19` and `_bn` (Simonyan & Zisserman 2015, Table 1, configurations
-  A, B, D, E) in torchvision's layout; `vgg11_cifar`: the 32x32 VGG-11 of seed
-  004 (FC 512-2048-2048-10, no adaptive pooling).
+  A, B, D, E) in torchvision's layout; `vgg11_cifar`: the 32x32 VGG-11 of the
+  tutorial "Week2 CNN Architectures" (FC 512-2048-2048-10, no adaptive pooling).
 * `mobilenet_v1` (Howard et al. 2017, Table 1) with width multiplier alpha.
+
+Every network is an `ImageClassifier`; the flatten_mlp head of LeNet, AlexNet
+and VGG gets the reference's hidden sizes and dropout unless ``head_kwargs`` say otherwise.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from xnn.models.blocks import LRN, adaptive_avg_pool, dropout_then_head, max_pool
-from xnn.models.heads import Head
-from xnn.models.layers import Conv, ConvBN, batch_norm, conv
+from xnn.models.heads import ImageClassifier, attach_head
+from xnn.models.layers import LRN, ConvBN, batch_norm, conv
+from xnn.models.pooling import adaptive_avg_pool, max_pool
 from xnn.models.registry import register
 
 
-class LeNet5(nn.Module):
-  """LeNet-5 as drawn in the homework (`003_*`): LeCun et al. 1998 layout.
+class LeNet5(ImageClassifier):
+  """LeNet-5 as drawn in the LeNet-5 homework (activation and parameter table): LeCun et al. 1998 layout.
 
   32x32xC -> conv5x5x8 -> maxpool2 -> conv5x5x16 -> maxpool2 -> fc120 -> fc84
   -> num_classes, ReLU activations, valid convolutions. At C=3 the parameter
@@ -37,38 +40,20 @@ class LeNet5(nn.Module):
   homework's column (208, 416, 48,001, 10,081, 841) forgets the input channels
   of the convolutions and counts one bias per layer.
   """
+  _: dataclasses.KW_ONLY
   num_classes: int = 10
   head: str = "flatten_mlp"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-    x = nn.relu(Conv(8, (5, 5), padding="VALID", dtype=self.dtype, name="conv1")(x))
-    x = nn.max_pool(x, (2, 2), (2, 2))
+    x = max_pool(nn.relu(conv(8, 5, 1, 0, use_bias=True, dtype=self.dtype, name="conv1")(x)), 2, 2)
     self.sow("intermediates", "stage1", x)
-    x = nn.relu(Conv(16, (5, 5), padding="VALID", dtype=self.dtype, name="conv2")(x))
-    x = nn.max_pool(x, (2, 2), (2, 2))
+    x = max_pool(nn.relu(conv(16, 5, 1, 0, use_bias=True, dtype=self.dtype, name="conv2")(x)), 2, 2)
     self.sow("intermediates", "stage2", x)
-    kw = {"hidden": (120, 84), "dropout": 0.0} if self.head == "flatten_mlp" else {}
-    return Head(self.num_classes, self.head, dtype=self.dtype, name="head",
-                **{**kw, **(self.head_kwargs or {})})(x, train)
+    return attach_head(self, x, train, mlp_hidden=(120, 84), mlp_dropout=0.0)
 
 
-@register("lenet5", family="serial", input_shape=(32, 32, 3), num_classes=10)
-def lenet5(**kw: Any) -> nn.Module:
-  """LeNet-5 (the 32x32 homework variant: 8 and 16 feature maps)."""
-  return LeNet5(**kw)
-
-
-def _classifier(module: nn.Module, x: jnp.ndarray, train: bool, hidden: tuple[int, ...]) -> jnp.ndarray:
-  """Flatten-MLP default head (hidden sizes, dropout 0.5) or any head the user picks."""
-  kw = {"hidden": hidden, "dropout": 0.5} if module.head == "flatten_mlp" else {}
-  return Head(module.num_classes, module.head, dtype=module.dtype, name="head",
-              **{**kw, **(module.head_kwargs or {})})(x, train)
-
-
-class AlexNet(nn.Module):
+class AlexNet(ImageClassifier):
   """AlexNet in torchvision's layout (Krizhevsky 2014, "One weird trick", one tower).
 
   conv11/4 64 -> pool -> conv5 192 -> pool -> conv3 384 -> conv3 256 -> conv3 256
@@ -77,11 +62,9 @@ class AlexNet(nn.Module):
   The flatten_mlp head puts dropout after each hidden ReLU (torchvision: before
   each hidden Linear); the parameters are the same.
   """
-  num_classes: int = 1000
-  head: str = "flatten_mlp"
-  head_kwargs: Any = None
   pool_size: int = 6
-  dtype: Any = jnp.float32
+  _: dataclasses.KW_ONLY
+  head: str = "flatten_mlp"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -97,10 +80,10 @@ class AlexNet(nn.Module):
     x = max_pool(nn.relu(c(256, 3, 1, 1, "conv5")(x)), 3, 2)
     self.sow("intermediates", "stage5", x)
     x = adaptive_avg_pool(x, self.pool_size)
-    return _classifier(self, x, train, (4096, 4096))
+    return attach_head(self, x, train, mlp_hidden=(4096, 4096))
 
 
-class AlexNetOriginal(nn.Module):
+class AlexNetOriginal(ImageClassifier):
   """AlexNet of Krizhevsky et al. 2012 (Fig. 2, sec. 3.3-3.5) on 227x227 inputs.
 
   conv1 96x11x11/4 (227 -> 55) -> ReLU -> LRN -> max pool 3/2 (27) -> conv2
@@ -112,11 +95,9 @@ class AlexNetOriginal(nn.Module):
   alpha=1e-4, beta=0.75. 60,965,224 parameters at 1000 classes in both.
   An adaptive average pool to 6x6 (identity at 227) lets other sizes through.
   """
-  num_classes: int = 1000
-  head: str = "flatten_mlp"
-  head_kwargs: Any = None
   pool_before_lrn: bool = False
-  dtype: Any = jnp.float32
+  _: dataclasses.KW_ONLY
+  head: str = "flatten_mlp"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -139,7 +120,7 @@ class AlexNetOriginal(nn.Module):
     x = max_pool(nn.relu(c(256, 3, 1, 2, "conv5")(x)), 3, 2)
     self.sow("intermediates", "stage4", x)           # 6x6x256
     x = adaptive_avg_pool(x, 6)
-    return _classifier(self, x, train, (4096, 4096))
+    return attach_head(self, x, train, mlp_hidden=(4096, 4096))
 
 
 # Simonyan & Zisserman 2015, Table 1: numbers are 3x3 conv widths, "M" a 2x2/2 max pool.
@@ -153,7 +134,7 @@ VGG_CONFIGS = {
 }
 
 
-class VGG(nn.Module):
+class VGG(ImageClassifier):
   """VGG (Simonyan & Zisserman 2015, Table 1) in torchvision's layout.
 
   3x3 convolutions with bias (and BatchNorm after each when ``batch_norm``),
@@ -162,13 +143,11 @@ class VGG(nn.Module):
   flatten_mlp head with ``hidden`` sizes and dropout 0.5.
   """
   depth: int = 16
-  num_classes: int = 1000
   batch_norm: bool = False
   hidden: tuple[int, ...] = (4096, 4096)
   pool_size: int | None = 7
+  _: dataclasses.KW_ONLY
   head: str = "flatten_mlp"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -186,7 +165,7 @@ class VGG(nn.Module):
       x = nn.relu(x)
     if self.pool_size:
       x = adaptive_avg_pool(x, self.pool_size)
-    return _classifier(self, x, train, tuple(self.hidden))
+    return attach_head(self, x, train, mlp_hidden=self.hidden)
 
 
 # Howard et al. 2017, Table 1: (pointwise output channels, depthwise stride) per dw/pw pair.
@@ -194,7 +173,7 @@ MOBILENET_V1_LAYERS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)
                        (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
 
 
-class MobileNetV1(nn.Module):
+class MobileNetV1(ImageClassifier):
   """MobileNet v1 (Howard et al. 2017, Table 1) with width multiplier alpha (sec. 3.3).
 
   conv3x3/2 32 -> 13 depthwise-separable pairs (3x3 depthwise-BN-ReLU,
@@ -202,12 +181,8 @@ class MobileNetV1(nn.Module):
   bias (BatchNorm follows each), channels are int(alpha * c). At alpha=1 the
   count is 4,231,976 (the paper's Table 8: "4.2 million").
   """
-  num_classes: int = 1000
   width: float = 1.0
   dropout: float = 0.001
-  head: str = "gap_linear"
-  head_kwargs: Any = None
-  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -221,41 +196,26 @@ class MobileNetV1(nn.Module):
       x = ConvBN(x.shape[-1], 3, s, groups=x.shape[-1], dtype=self.dtype, name=f"dw{i + 1}")(x, train)
       x = ConvBN(ch(c), 1, dtype=self.dtype, name=f"pw{i + 1}")(x, train)
     self.sow("intermediates", f"stage{stage}", x)
-    return dropout_then_head(self, x, self.dropout, train)
+    return attach_head(self, x, train, dropout=self.dropout)
 
 
-@register("alexnet", family="serial", input_shape=(224, 224, 3))
-def alexnet(**kw: Any) -> nn.Module:
-  """AlexNet, torchvision layout (64/192/384/256/256, adaptive pool 6x6)."""
-  return AlexNet(**kw)
-
-
-@register("alexnet_original", family="serial", input_shape=(227, 227, 3))
-def alexnet_original(**kw: Any) -> nn.Module:
-  """AlexNet of Krizhevsky et al. 2012 (96/256/384/384/256, LRN, 2 groups)."""
-  return AlexNetOriginal(**kw)
-
-
-@register("caffenet", family="serial", input_shape=(227, 227, 3), pool_before_lrn=True)
-def caffenet(**kw: Any) -> nn.Module:
-  """CaffeNet (bvlc_reference_caffenet): AlexNet with pooling before LRN."""
-  return AlexNetOriginal(**kw)
-
-
+register("lenet5", family="serial", input_shape=(32, 32, 3), num_classes=10,
+         description="LeNet-5 (the 32x32 homework variant: 8 and 16 feature maps).")(LeNet5)
+register("alexnet", family="serial", input_shape=(224, 224, 3),
+         description="AlexNet, torchvision layout (64/192/384/256/256, adaptive pool 6x6).")(AlexNet)
+register("alexnet_original", family="serial", input_shape=(227, 227, 3),
+         description="AlexNet of Krizhevsky et al. 2012 (96/256/384/384/256, LRN, 2 groups).")(AlexNetOriginal)
+register("caffenet", family="serial", input_shape=(227, 227, 3), pool_before_lrn=True,
+         description="CaffeNet (bvlc_reference_caffenet): AlexNet with pooling before LRN.")(AlexNetOriginal)
 for _depth in (11, 13, 16, 19):
   for _bn in (False, True):
     register(f"vgg{_depth}{'_bn' if _bn else ''}", family="serial", input_shape=(224, 224, 3),
              depth=_depth, batch_norm=_bn,
              description=f"VGG-{_depth}{' with BatchNorm' if _bn else ''} (Simonyan & Zisserman 2015)")(VGG)
-
-
-@register("vgg11_cifar", family="serial", input_shape=(32, 32, 3), num_classes=10,
-          depth=11, hidden=(2048, 2048), pool_size=None)
-def vgg11_cifar(**kw: Any) -> nn.Module:
-  """VGG-11 on 32x32 inputs (seed 004): FC 512 -> 2048 -> 2048 -> classes."""
-  return VGG(**kw)
-
-
+register("vgg11_cifar", family="serial", input_shape=(32, 32, 3), num_classes=10,
+         depth=11, hidden=(2048, 2048), pool_size=None,
+         description='VGG-11 on 32x32 inputs (tutorial "Week2 CNN Architectures"): FC 512 -> 2048 -> 2048 -> classes.',
+         )(VGG)
 for _w, _suffix in ((1.0, ""), (0.75, "_075"), (0.5, "_050"), (0.25, "_025")):
   register(f"mobilenet_v1{_suffix}", family="serial", input_shape=(224, 224, 3), width=_w,
            description=f"MobileNet v1, width multiplier {_w} (Howard et al. 2017)")(MobileNetV1)
