@@ -3,12 +3,11 @@
 import jax
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
 
 from xnn.configs.default import get_config
 from xnn.train.schedules import create_learning_rate_fn
 
-# The per-epoch learning rates printed by the course code in ../shared/seeds/000_*
+# The per-epoch learning rates printed by the course code in the course's design homework
 # ("Training model mobilenet_v2..."): 30 epochs, 5 of linear warmup 1e-5 -> 1e-3,
 # then a quarter-period cosine back to 1e-5 at epoch 29.
 SEED_LOG = [
@@ -54,7 +53,7 @@ def test_half_cosine_does_not_fit_the_log():
 def test_piecewise_he_et_al():
   """He et al. 2015 sec. 4.2: 0.1, divided by 10 at 32k and 48k iterations."""
   s = get_config().schedule
-  s.name, s.boundaries, s.scale = "piecewise", "32000,48000", 0.1
+  s.name, s.boundaries, s.scale = "piecewise", (32000, 48000), 0.1
   fn = create_learning_rate_fn(s, 0.1, 391, 64000)
   for step, want in [(0, 0.1), (31999, 0.1), (32000, 0.01), (47999, 0.01), (48000, 0.001), (63999, 0.001)]:
     assert float(fn(step)) == pytest.approx(want, rel=1e-6), step
@@ -81,11 +80,11 @@ def test_bad_schedule_names():
 def test_piecewise_with_resnet110_warmup():
   """He et al. 2015 sec. 4.2: ResNet-110 starts at 0.01 until ~400 iterations, then 0.1."""
   s = get_config().schedule
-  s.name, s.boundaries, s.scales = "piecewise", "400,32000,48000", "10,0.1,0.1"
+  s.name, s.boundaries, s.scales = "piecewise", (400, 32000, 48000), (10.0, 0.1, 0.1)
   fn = create_learning_rate_fn(s, 0.01, 391, 64000)
   for step, want in [(0, 0.01), (399, 0.01), (400, 0.1), (31999, 0.1), (32000, 0.01), (48000, 0.001)]:
     assert float(fn(step)) == pytest.approx(want, rel=1e-6), step
-  s.scales = "10,0.1"
+  s.scales = (10.0, 0.1)
   with pytest.raises(ValueError, match="2 entries for 3 boundaries"):
     create_learning_rate_fn(s, 0.01, 391, 64000)
 

@@ -6,18 +6,18 @@ Argument: ``RECIPE[,MODE]``; RECIPE ``resnets`` or ``course``, MODE ``full`` (de
 Full (GPU/TPU, needs CIFAR-10):
     python experiments/cifar_curves/run.py --workdir runs/curves
     (or one recipe: xnn sweep experiments/cifar_curves/config.py:resnets --workdir runs/curves/resnets)
-Quick (the same pipelines on the bundled digits; the ResNet half took 3 min on a 2-core CPU,
-the course half was not timed):
+Quick (the same pipelines on the bundled digits; the README has the measured times on a
+2-core CPU):
     python experiments/cifar_curves/run.py --quick --workdir runs/curves_quick
 
-``resnets``: configs/cifar10_resnet.py (He et al. 2015 sec. 4.2: batch 128, SGD 0.9,
+``resnets``: xnn/configs/cifar10_resnet.py (He et al. 2015 sec. 4.2: batch 128, SGD 0.9,
 wd 1e-4, lr 0.1 /10 at 32k and 48k, 64k iterations, pad-4 crop + flip, BN over 64
 images) for ResNet-20/32/44/56 and ResNet-110, which starts at lr 0.01 for 400
 iterations (the paper: "until the training error is below 80%") then returns to 0.1.
 Expected (Table 6, test error %): 8.75, 7.51, 7.17, 6.97, 6.43. Runtime: not measured
-(see configs/cifar10_resnet.py for the estimate from the measured H100 step rate).
+(see xnn/configs/cifar10_resnet.py).
 
-``course``: configs/cifar10_course.py (../shared/seeds/000_*: 28x28 random crops + flip,
+``course``: xnn/configs/cifar10_course.py (the course's design homework: 28x28 random crops + flip,
 (x-0.5)/0.5, Adam 1e-3, batch 32, 5-epoch linear warmup from 1e-5 then a quarter
 cosine to 1e-5, per epoch) for MobileNet V2 (28x28 homework net, 30 epochs; expected
 0.8933) and the pre-activation ResNetV2b (60 epochs; expected 0.914).
@@ -28,52 +28,37 @@ and no flip for the course nets (8 epochs, 2 of warmup). The reference lines on 
 plots are still the CIFAR-10 figures, drawn for orientation only.
 """
 
-import importlib.util
-import os
+from xnn import sweeps as s
+from xnn.configs import cifar10_course, cifar10_resnet, common
 
-from xnn import sweep as s
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56")
-COURSE = {"mobilenet_v2_28": 30, "resnet_v2b": 60}
+COURSE = cifar10_course.EPOCHS
 RECIPES = ("resnets", "course")
 MODES = ("full", "quick", "tiny")
 
 
-def _recipe(file: str):
-  spec = importlib.util.spec_from_file_location(f"_xnn_{file}", os.path.join(REPO, "configs", f"{file}.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config
-
-
 def _parse(arg: str | None) -> tuple[str, str]:
-  recipe, _, mode = (arg or "resnets").partition(",")
-  mode = mode or "full"
-  if recipe not in RECIPES or mode not in MODES:
+  a = common.parse_arg(arg, recipe="resnets", mode="full")
+  if a["recipe"] not in RECIPES or a["mode"] not in MODES:
     raise ValueError(f"arg must be RECIPE[,MODE] with RECIPE in {RECIPES} and MODE in {MODES}, got {arg!r}")
-  return recipe, mode
+  return a["recipe"], a["mode"]
 
 
 def get_config(arg: str | None = None):
   recipe, mode = _parse(arg)
   if recipe == "resnets":
-    c = _recipe("cifar10_resnet")("resnet20")
+    c = cifar10_resnet.get_config("resnet20")
     c.train.bn_stats = "groups"          # BN over 64 images, as on the paper's two GPUs
     c.train.bn_group_size = 64
     if mode != "full":                   # digits 16x16; 12 (tiny: 2) epochs of 11 steps
-      c.data.name, c.data.image_size, c.data.channels = "digits", 16, 3
-      c.data.pad, c.data.flip = 2, False
-      c.train.num_steps = 0
-      c.train.num_epochs = 12 if mode == "quick" else 2
+      common.digits_small(c, size=16, epochs=12 if mode == "quick" else 2)
+      c.data.pad = 2
       c.train.log_every_steps = 11
-      c.schedule.boundaries = "88,110" if mode == "quick" else "15,19"
+      c.schedule.boundaries = (88, 110) if mode == "quick" else (15, 19)
   else:
-    c = _recipe("cifar10_course")("mobilenet_v2_28")
+    c = cifar10_course.get_config("mobilenet_v2_28")
     if mode != "full":                   # digits 32x32, 28x28 crops; 8 (tiny: 2) epochs
-      c.data.name, c.data.image_size, c.data.channels = "digits", 32, 3
-      c.data.flip = False
-      c.train.num_epochs = 8 if mode == "quick" else 2
+      common.digits_small(c, size=32, epochs=8 if mode == "quick" else 2)
       c.schedule.warmup = 2.0 if mode == "quick" else 1.0
   return c
 
@@ -86,7 +71,7 @@ def get_sweep(arg: str | None = None):
     runs = s.values("model.name", RESNETS if mode == "full" else RESNETS[:2])
     if mode == "full":    # ResNet-110: lr 0.01 for the first 400 iterations, then the recipe
       runs.append({"model.name": "resnet110", "optimizer.learning_rate": 0.01,
-                   "schedule.boundaries": "400,32000,48000", "schedule.scales": "10,0.1,0.1"})
+                   "schedule.boundaries": (400, 32000, 48000), "schedule.scales": (10, 0.1, 0.1)})
     return runs
   if mode == "full":
     return s.zip(s.values("model.name", list(COURSE)), s.values("train.num_epochs", list(COURSE.values())))

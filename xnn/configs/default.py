@@ -5,11 +5,15 @@ Runtime:   about 15-20 s on a 2-core CPU, compilation included (device-resident 
 Expected:  test accuracy >= 97% (README results table has the measured figure).
 
 Every other config starts from this one (``get_config()``) and changes fields;
-the field set here is the schema: an unknown key or a value of the wrong type
-is an error before anything is compiled.
+the field set here is the schema (``xnn.configs.schema``): an unknown key, a value
+of the wrong type or a value outside a field's choices is an error before anything
+is read or compiled. ``model.kwargs`` is open: any factory argument of the model,
+e.g. ``--config.model.kwargs.shortcut=B``.
 """
 
 import ml_collections
+
+from xnn.ops.backend import default_cpu_conv
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -20,8 +24,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "lenet5"
   c.model.num_classes = 0          # 0: the dataset's number of classes
-  c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 (params stay float32)
-  c.model.kwargs = ""              # extra factory arguments, e.g. "shortcut='B', head='pixel'"
+  c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 | float16 (params stay float32)
+  c.model.kwargs = ml_collections.ConfigDict()   # factory arguments, e.g. shortcut="B", head="pixel"
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
@@ -31,7 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.test_split = "test"
   c.data.image_size = 32           # 0: native size; else bilinear resize to image_size^2
-  c.data.channels = 3              # 0: native; 3: replicate grey images (LeNet-5 of 003_* is 32x32x3)
+  c.data.channels = 3              # 0: native; 3: replicate grey images (the LeNet-5 homework's net is 32x32x3)
   c.data.augment = "none"          # none | pad_crop_flip | random_crop
   c.data.pad = 4                   # pad_crop_flip padding
   c.data.flip = True               # horizontal flip in pad_crop_flip / random_crop
@@ -64,7 +68,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.compilation_cache = "user"   # user | workdir | off | DIR: JAX's persistent cache (xnn/train/compilation.py)
   c.train.compilation_cache_min_s = 0.5  # store programs that took at least this long to compile
   c.train.compilation_cache_max_gb = 4.0 # LRU bound (and file-locked for parallel runs); <= 0: unbounded
-  c.train.progress_bar = True
+  c.train.cpu_conv = default_cpu_conv()  # auto | onednn | xnn | xla: the zoo's CPU convolutions (xnn/ops/backend.py)
+  c.train.progress_bar = True      # a bar on a terminal, a line every progress_every_s seconds otherwise
+  c.train.progress_every_s = 30.0
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "adam"        # sgd | adam | adamw
@@ -84,28 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.schedule.init_value = 1e-5       # warmup start
   c.schedule.end_value = 1e-5        # cosine end
   c.schedule.cosine = "half"         # half: optax/SGDR (1+cos)/2; quarter: cos over [0, pi/2]
-  c.schedule.boundaries = ""         # piecewise: comma-separated steps, e.g. "32000,48000"
+  c.schedule.boundaries = ()         # piecewise: steps, e.g. (32000, 48000) (CLI: ...boundaries=32000,48000)
   c.schedule.scale = 0.1             # piecewise: multiply the rate at each boundary
-  c.schedule.scales = ""             # piecewise: per-boundary factors, e.g. "10,0.1,0.1"
+  c.schedule.scales = ()             # piecewise: per-boundary factors, e.g. (10, 0.1, 0.1)
   return c
 
-
-def cifar10_native(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """CIFAR-10 at its native 32x32x3 (no resize, no channel change); shared by the CIFAR-10 configs."""
-  c.data.name = "cifar10"
-  c.data.image_size = 0
-  c.data.channels = 0
-  return c
-
-
-def cifar10_pad_crop_flip(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """CIFAR-10 at its native 32x32x3 with He et al. 2015's augmentation (sec. 4.2).
-
-  4-pixel padding, a random 32x32 crop and a horizontal flip; per-channel
-  normalisation (the default).
-  """
-  cifar10_native(c)
-  c.data.augment = "pad_crop_flip"
-  c.data.pad = 4
-  c.data.flip = True
-  return c

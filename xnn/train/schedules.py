@@ -12,9 +12,9 @@ Schedules (``config.schedule.name``):
                      ``cosine="half"`` is the usual half period
                      (end + (peak-end)(1+cos(pi t))/2, optax/SGDR);
                      ``cosine="quarter"`` is end + (peak-end)cos(pi t/2), the
-                     course code's schedule (``000_*`` log: 1e-5 -> 1e-3 over 5
-                     epochs, back to 1e-5 at epoch 29, 0.000505 -- the midpoint --
-                     at epoch 21, i.e. t = 2/3 with t = (epoch-5)/24).
+                     course code's schedule (the design homework's training log:
+                     1e-5 -> 1e-3 over 5 epochs, back to 1e-5 at epoch 29, 0.000505
+                     -- the midpoint -- at epoch 21, i.e. t = 2/3 with t = (epoch-5)/24).
 * ``warmup_linear``  linear warmup from ``init_value`` to the peak over ``warmup``
                      epochs, then linear to ``end_value`` at the end: the
                      piecewise-linear "one-cycle" of Page's ResNet-9 recipe
@@ -39,10 +39,10 @@ def create_learning_rate_fn(cfg: Any, peak: float, steps_per_epoch: int, total_s
   if name == "constant":
     return optax.constant_schedule(peak)
   if name == "piecewise":
-    bounds = [int(b) for b in str(cfg.boundaries).replace(" ", "").split(",") if b]
+    bounds = [int(b) for b in cfg.boundaries]
     if not bounds:
-      raise ValueError("schedule.name='piecewise' needs schedule.boundaries, e.g. '32000,48000'")
-    scales = [float(x) for x in str(cfg.scales).replace(" ", "").split(",") if x] or [cfg.scale] * len(bounds)
+      raise ValueError("schedule.name='piecewise' needs schedule.boundaries, e.g. (32000, 48000)")
+    scales = [float(x) for x in cfg.scales] or [cfg.scale] * len(bounds)
     if len(scales) != len(bounds):
       raise ValueError(f"schedule.scales has {len(scales)} entries for {len(bounds)} boundaries")
     return optax.piecewise_constant_schedule(peak, dict(zip(bounds, scales)))
