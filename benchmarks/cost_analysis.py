@@ -47,8 +47,8 @@ def main() -> None:
   for name in models:
     for b in map(int, args.batches.split(",")):
       r = bench(name, b)
-      print(f"{r['model']:<12} {r['batch']:>5} {r['seconds']:>8.2f} {r['cpu_seconds']:>6.2f} {r['tracemalloc_peak_mb']:>15.1f} "
-            f"{r['maxrss_mb']:>10.0f} {r['gmacs']:>9.2f} {r['equations']:>6}")
+      print(f"{r['model']:<12} {r['batch']:>5} {r['seconds']:>8.2f} {r['cpu_seconds']:>6.2f} "
+            f"{r['tracemalloc_peak_mb']:>15.1f} {r['maxrss_mb']:>10.0f} {r['gmacs']:>9.2f} {r['equations']:>6}")
 
 
 if __name__ == "__main__":

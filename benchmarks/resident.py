@@ -26,8 +26,7 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import finish, median_train_rate  # noqa: E402
+from common import finish, median_train_rate
 
 
 def run(mode: str, config_fn, dataset=None) -> dict:

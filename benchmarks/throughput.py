@@ -32,9 +32,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import finish  # noqa: E402
+from common import finish, timed_step, torch_model, xnn_loop
 
 SETUPS = {"resnet20": (128, (32, 32, 3)), "resnet50": (32, (224, 224, 3))}
 
@@ -53,8 +51,7 @@ def matmul_rate(dtype: str) -> float:
 
 
 def jax_bare(name: str, batch: int, shape, dtype: str, steps: int) -> float:
-  """xnn's jitted train step, dispatches pipelined (``train_step.timed_step``)."""
-  from train_step import timed_step
+  """xnn's jitted train step, dispatches pipelined (``common.timed_step``)."""
   return timed_step(name, batch, steps, shape=shape, dtype=dtype,
                     num_classes=10 if name == "resnet20" else 1000, pipelined=True)[0]
 
@@ -64,46 +61,6 @@ def train_flops_per_image(name: str, shape) -> float:
   from xnn.cost import analyze_model
   rep = analyze_model(name, shape, batch=1, train=True, num_classes=10 if name == "resnet20" else 1000)
   return 2.0 * (rep.macs + rep.backward_macs)
-
-
-def torch_model(name: str):
-  import torch.nn as nn
-  import torch.nn.functional as F
-  if name == "resnet50":
-    import torchvision          # ImportError: no PyTorch column for this model
-    return torchvision.models.resnet50()
-
-  class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-      super().__init__()
-      self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-      self.b1 = nn.BatchNorm2d(cout)
-      self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-      self.b2 = nn.BatchNorm2d(cout)
-      self.stride, self.extra = stride, cout - cin
-
-    def forward(self, x):
-      y = self.b2(self.c2(F.relu(self.b1(self.c1(x)))))
-      if self.stride != 1 or self.extra:
-        x = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
-      return F.relu(y + x)
-
-  class ResNet20(nn.Module):
-    def __init__(self):
-      super().__init__()
-      self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-      layers, cin = [], 16
-      for s, w in enumerate((16, 32, 64)):
-        for b in range(3):
-          layers.append(Block(cin, w, 2 if s and not b else 1))
-          cin = w
-      self.body = nn.Sequential(*layers)
-      self.fc = nn.Linear(64, 10)
-
-    def forward(self, x):
-      return self.fc(self.body(self.stem(x)).mean((2, 3)))
-
-  return ResNet20()
 
 
 def torch_bench(name: str, batch: int, shape, dtype: str, steps: int) -> float | None:
@@ -176,7 +133,6 @@ def main() -> int:
              "torch_images_per_s": torch_bench(name, batch, shape, dt, a.steps)}
       row["jax_over_limit"] = row["jax_bare_images_per_s"] / limit
       if a.loop:
-        from train_step import xnn_loop
         row["xnn_loop_images_per_s"] = xnn_loop(name, batch, a.steps, size=shape[0], dtype=dt,
                                                 num_classes=10 if name == "resnet20" else 1000)
         row["xnn_loop_over_limit"] = row["xnn_loop_images_per_s"] / limit

@@ -7,12 +7,10 @@ import subprocess
 import sys
 import tarfile
 
-import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
 
 from xnn.configs.default import get_config
 from xnn.data import datasets, pipeline
@@ -89,7 +87,7 @@ def test_cifar10_builder_parses_the_original_binary_archive(tmp_path):
       tar.addfile(info, io.BytesIO(data))
   ds = datasets.load_dataset(data_cfg(name="cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(manual)))
   assert len(ds.train) == 15 and len(ds.test) == 4
-  want = {(img.tobytes(), int(l)) for img, l in zip(*truth["test_batch.bin"])}
+  want = {(img.tobytes(), int(label)) for img, label in zip(*truth["test_batch.bin"])}
   got = {(ds.test[i]["image"].tobytes(), int(ds.test[i]["label"])) for i in range(4)}
   assert got == want
   # Pixel (row 0, col 1) red channel is byte 1 of the image in the original layout.

@@ -59,9 +59,15 @@ def test_resident_crops_and_flips_have_the_streaming_distribution():
     chi2 = ((counts - n / 25) ** 2 / (n / 25)).sum()
     assert chi2 < 52.6, chi2                         # chi-square, 24 dof, p = 0.001
     assert abs(flips.mean() - 0.5) < 0.05
-  # Every example appears once per epoch of each device's shard.
-  labels = [np.asarray(fn(data.images, data.labels, jnp.int32(s))["label"]) for s in range(2)]
+  # Every example appears once per epoch of each device's shard, in a new order each epoch:
+  # with each example's index as its label, an epoch's batches are a permutation of 0..63.
   assert data.steps_per_epoch == 2
+  ids = jax.device_put(jnp.arange(64, dtype=jnp.int32), data.labels.sharding)
+  epochs = [np.concatenate([np.asarray(fn(data.images, ids, jnp.int32(2 * e + s))["label"]) for s in range(2)])
+            for e in range(2)]
+  for order in epochs:
+    np.testing.assert_array_equal(np.sort(order), np.arange(64))
+  assert not np.array_equal(epochs[0], epochs[1])
 
 
 def test_resident_run_is_deterministic_and_resumes(tiny_config, tmp_path):

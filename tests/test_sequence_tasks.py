@@ -1,5 +1,6 @@
 """Synthetic sequence tasks (xnn.data.sequence_tasks): format, determinism, correctness."""
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -96,7 +97,7 @@ def test_seq2seq_training_reports_greedy_accuracy(tmp_path):
 
   c = get_config()
   c.model.name = "transformer_seq2seq"
-  c.model.kwargs = "d_model=32,num_heads=2,d_ff=64,num_layers=1"
+  c.model.kwargs = ml_collections.ConfigDict(dict(d_model=32, num_heads=2, d_ff=64, num_layers=1))
   c.data.name, c.data.seq_length, c.data.num_train, c.data.num_test = "copy", 4, 512, 96
   c.train.batch_size, c.train.num_epochs, c.train.progress_bar = 64, 3, False
   c.optimizer.learning_rate = 3e-3
@@ -115,3 +116,31 @@ def test_seq2seq_training_reports_greedy_accuracy(tmp_path):
   right = (np.asarray(tokens) == batch["targets"]) & valid
   assert res.greedy_token_accuracy == pytest.approx(right.sum() / valid.sum(), abs=1e-6)
   assert res.greedy_sequence_accuracy == pytest.approx(np.mean(right.sum(1) == valid.sum(1)), abs=1e-6)
+
+
+def test_tagging_learns_per_step_labels_and_masks_padding(tmp_path):
+  """Per-step labels (N, T) make a tagging task: the LSTM tagger learns "the previous step's
+  symbol", and steps masked out as padding change neither the loss nor the accuracy."""
+  from xnn.configs.default import get_config
+  from xnn.data import from_arrays
+  from xnn.train import train_and_evaluate, tasks
+  from xnn.train.metrics import read_metrics
+
+  rng = np.random.default_rng(0)
+  sym = rng.integers(0, 4, (640, 6))
+  x = np.eye(4, dtype=np.float32)[sym]                       # (N, T, 4) one-hot symbols
+  y = np.concatenate([np.zeros((640, 1), np.int64), sym[:, :-1]], 1)   # label: the previous symbol
+  lengths = rng.integers(3, 7, 640)
+  mask = (np.arange(6)[None] < lengths[:, None]).astype(np.float32)
+  y_noisy = np.where(mask > 0, y, rng.integers(0, 4, y.shape))         # padding labels are noise
+  ds = from_arrays(x[:512], y_noisy[:512], x[512:], y_noisy[512:], masks=(mask[:512], mask[512:]))
+  c = get_config()
+  assert isinstance(tasks.task_for(ds, c.data), tasks.Tagging)
+  c.model.name = "lstm_tagger"
+  c.data.image_size = c.data.channels = 0
+  c.train.batch_size, c.train.num_epochs, c.train.progress_bar = 64, 12, False
+  c.optimizer.learning_rate = 1e-2
+  r = train_and_evaluate(c, str(tmp_path), dataset=ds)
+  assert r.test_accuracy > 0.95, r           # chance is 0.25; noise labels on padding would cap it near 0.8
+  ev = [e for e in read_metrics(str(tmp_path / "metrics.jsonl")) if e["type"] == "eval"][-1]
+  assert ev["test_examples"] == int(mask[512:].sum())   # only valid steps are counted

@@ -1,6 +1,5 @@
 """The training job end to end: outputs, resume, errors, data parallelism."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -18,7 +17,8 @@ import tensorflow_datasets as tfds
 from conftest import REPO, run_python
 from xnn.data.datasets import from_arrays
 from xnn.train import train_and_evaluate
-from xnn.train.config import parse_kwargs, resolve
+from xnn.configs.args import parse_arg, parse_value
+from xnn.configs.schema import resolve
 from xnn.train.metrics import read_metrics
 
 
@@ -46,7 +46,7 @@ def test_default_job_learns_and_writes_its_outputs(tiny_config, tmp_path):
   tiny_config.train.num_epochs = 5
   r = train_and_evaluate(tiny_config, str(tmp_path))
   assert r.test_accuracy >= 0.90, r      # 0.97 after 5 epochs when measured; chance is 0.10
-  assert r.params == 62_958                # LeNet-5 at 32x32x3 (003_* homework network)
+  assert r.params == 62_958                # LeNet-5 at 32x32x3 (the LeNet-5 homework's network)
   files = set(os.listdir(tmp_path))
   assert {"config.json", "metrics.jsonl", "curves.png", "final.json", "tensorboard", "checkpoints"} <= files
   with open(tmp_path / "curves.png", "rb") as f:
@@ -180,11 +180,45 @@ def test_input_shape_and_workdir_errors(tiny_config, tmp_path):
     train_and_evaluate(tiny_config, str(tmp_path / "w2"))
 
 
-def test_parse_kwargs():
-  assert parse_kwargs("shortcut='B', width=0.5, head=pixel") == {"shortcut": "B", "width": 0.5, "head": "pixel"}
-  assert parse_kwargs("") == {}
-  with pytest.raises(ValueError, match="model.kwargs"):
-    parse_kwargs("1, 2")
+def test_config_arguments_parse_one_way():
+  """FILE:ARG arguments and override values go through one parser (xnn.configs.args)."""
+  assert parse_arg("shortcut='B', width=0.5, head=pixel", lazy=True) == {"shortcut": "B", "width": 0.5, "head": "pixel"}
+  assert parse_arg("", lazy=True) == {}
+  with pytest.raises(ValueError, match="config argument '1, 2': too many values"):
+    parse_arg("1, 2")
+  # positional values fill the options in order; a bare boolean option switches it on
+  assert parse_arg("addition,rnn", task="reverse", model="transformer") == {"task": "addition", "model": "rnn"}
+  assert parse_arg("quick,epochs=3", epochs=24, quick=False) == {"epochs": 3, "quick": True}
+  assert parse_arg("train[:45000]", split="train") == {"split": "train[:45000]"}
+  with pytest.raises(ValueError, match="epochs='x' must be int"):
+    parse_arg("x", epochs=24)
+  with pytest.raises(ValueError, match="unknown option 'epoch'; expected epochs"):
+    parse_arg("epoch=3", epochs=24)
+  assert [parse_value(v) for v in ("B", "0.5", "3", "(1, 2)", "true", "False", "'x y'")] == [
+      "B", 0.5, 3, (1, 2), True, False, "x y"]
+
+
+def test_model_kwargs_from_the_command_line(tmp_path):
+  """--config.model.kwargs.NAME=VALUE adds a factory argument; a wrong one is named before any work."""
+  from xnn.commands.train import parse
+  config, _ = parse(["--config.model.kwargs.head=flatten_mlp", "--config.model.kwargs.head_kwargs.dropout=0.25",
+                     "--config.train.num_epochs=3"])
+  assert config.model.kwargs.to_dict() == {"head": "flatten_mlp", "head_kwargs": {"dropout": 0.25}}
+  assert config.train.num_epochs == 3
+  cmd = [sys.executable, "-m", "xnn.cli", "train", f"--workdir={tmp_path}/w", "--config.model.kwargs.widht=2"]
+  p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert p.returncode == 1 and "xnn train: error: model.kwargs {'widht': 2} do not fit model 'lenet5'" in p.stderr
+  assert "Traceback" not in p.stderr and not (tmp_path / "w" / "metrics.jsonl").exists()
+
+
+def test_recipes_by_name_and_unknown_choices(tiny_config):
+  from xnn.configs import config_path
+  assert config_path("cifar10_resnet:resnet56").endswith(os.path.join("xnn", "configs", "cifar10_resnet.py:resnet56"))
+  with pytest.raises(ValueError, match="neither a file nor a recipe name; recipes: cifar10_course, cifar10_fast"):
+    config_path("cifar10_resnt")
+  tiny_config.train.cpu_conv = "fast"
+  with pytest.raises(ValueError, match="'train.cpu_conv' must be one of 'auto', 'onednn', 'xnn', 'xla', got 'fast'"):
+    resolve(tiny_config)
 
 
 def test_mock_cifar10_resnet20_end_to_end(tiny_config, tmp_path):
@@ -194,13 +228,15 @@ def test_mock_cifar10_resnet20_end_to_end(tiny_config, tmp_path):
   c.data.data_dir = str(tmp_path / "tfds")
   c.model.name = "resnet20"
   c.optimizer.name, c.optimizer.learning_rate, c.optimizer.weight_decay = "sgd", 0.1, 1e-4
-  c.schedule.name, c.schedule.boundaries = "piecewise", "2"
+  c.schedule.name, c.schedule.boundaries = "piecewise", (2,)
   c.train.batch_size, c.train.num_steps, c.train.eval_batch_size = 8, 3, 16
   with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
     r = train_and_evaluate(c, str(tmp_path / "run"))
   assert r.step == 3 and r.params == 269_722
   recs = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
   lrs = [x["learning_rate"] for x in recs if x["type"] == "train"]
+  # the three steps run as one device-resident dispatch; lr 0.1, then x0.1 from step 2 (boundary 2)
+  assert lrs == pytest.approx([(0.1 + 0.1 + 0.01) / 3])
   assert np.isfinite(r.test_loss) and r.test_loss > 0
   assert [x["test_examples"] for x in recs if x["type"] == "eval"][-1] == 32
 
@@ -225,6 +261,7 @@ import jax, jax.numpy as jnp, numpy as np, optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import xnn.models as models
 from xnn.train.step import create_train_state, make_train_step
+from xnn.train.tasks import ImageClassification
 assert jax.device_count() == 8
 model = models.build("resnet20", num_classes=10)
 rng = np.random.default_rng(0)
@@ -235,8 +272,9 @@ tx = optax.sgd(0.1, momentum=0.9)
 def run(devices, bn_groups, group_sharding=False):
   mesh = Mesh(np.array(devices), ("data",))
   rep, shard = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-  state = jax.jit(lambda k: create_train_state(model, tx, k, (jnp.zeros((1, 16, 16, 3)),)), out_shardings=rep)(jax.random.key(0))
-  step = jax.jit(make_train_step(model, input_keys=("image",), label_key="label", mask_key=None,
+  state = jax.jit(lambda k: create_train_state(model, tx, k, (jnp.zeros((1, 16, 16, 3)),)),
+                  out_shardings=rep)(jax.random.key(0))
+  step = jax.jit(make_train_step(model, ImageClassification(("image",), "label"),
                                  lr_fn=lambda s: 0.1, bn_groups=bn_groups,
                                  group_sharding=shard if group_sharding else None),
                  in_shardings=(rep, shard, rep), out_shardings=(rep, rep))
@@ -315,12 +353,9 @@ def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
 
 
 def test_cifar10_fast_config_runs_pages_recipe_on_mock_cifar10(tmp_path):
-  """configs/cifar10_fast.py end to end (ResNet-9 recipe, bf16, device-resident) on TFDS mock data."""
-  from xnn.train import config as config_lib
-  spec = importlib.util.spec_from_file_location("cifar10_fast", os.path.join(REPO, "configs", "cifar10_fast.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = config_lib.resolve(mod.get_config())
+  """xnn/configs/cifar10_fast.py end to end (ResNet-9 recipe, bf16, device-resident) on TFDS mock data."""
+  from xnn.configs import cifar10_fast as mod
+  c = resolve(mod.get_config())
   assert (c.model.name, c.train.batch_size, c.train.num_epochs) == ("resnet9", 512, 24)
   assert (c.optimizer.name, c.optimizer.nesterov, c.optimizer.learning_rate, c.optimizer.weight_decay) == (
       "sgd", True, 0.4, 5e-4)

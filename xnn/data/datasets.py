@@ -11,11 +11,16 @@ from ``data.manual_dir`` on machines without network.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import numpy as np
 
 from xnn.registry import Registry
+
+# Evaluation batches carry, besides the dataset's keys, this (N,) flag: 1 for a real
+# example, 0 for the padding that fills the last batch (xnn.data.pipeline.eval_batches).
+EVAL_PAD_KEY = "mask"
 
 
 @dataclasses.dataclass
@@ -60,24 +65,38 @@ def load_dataset(data_config: Any) -> Dataset:
   return DATASETS.get(data_config.name).load(data_config)
 
 
+def _tfds_data_dir(data_config: Any) -> str:
+  import tensorflow_datasets as tfds
+  return os.path.expanduser(data_config.get("data_dir") or os.environ.get("TFDS_DATA_DIR")
+                            or tfds.core.constants.DATA_DIR)
+
+
 def tfds_sources(builder_name: str, data_config: Any, splits: tuple[str, str] = ("train", "test"),
                  builder: Any = None) -> tuple[Any, Any]:
-  """Prepares (if needed) and opens a TF-free TFDS builder as ArrayRecord sources."""
+  """Prepares (if needed) and opens a TF-free TFDS builder as ArrayRecord sources.
+
+  Preparation holds a file lock in the data directory: processes that start together
+  (the runs of a sweep, the hosts of a job sharing a filesystem) prepare a dataset
+  once, the others wait and read it.
+  """
+  import filelock
   import tensorflow_datasets as tfds
 
   import xnn.data.builders  # noqa: F401  (registers the builders)
 
   tfds.disable_progress_bar()
-  data_dir = data_config.get("data_dir") or None
+  data_dir = _tfds_data_dir(data_config)
   manual_dir = data_config.get("manual_dir") or None
   dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-  if builder is not None:   # a configured builder instance (image folders)
-    builder.download_and_prepare(download_config=dl_config)
-    return tuple(builder.as_data_source(split=s) for s in splits)
-  return tuple(tfds.data_source(builder_name, split=s, data_dir=data_dir,
-                                builder_kwargs={"file_format": "array_record"},
-                                download_and_prepare_kwargs={"download_config": dl_config})
-               for s in splits)
+  os.makedirs(data_dir, exist_ok=True)
+  with filelock.FileLock(os.path.join(data_dir, f".{builder_name}.prepare.lock"), timeout=3600):
+    if builder is not None:   # a configured builder instance (image folders)
+      builder.download_and_prepare(download_config=dl_config)
+      return tuple(builder.as_data_source(split=s) for s in splits)
+    return tuple(tfds.data_source(builder_name, split=s, data_dir=data_dir,
+                                  builder_kwargs={"file_format": "array_record"},
+                                  download_and_prepare_kwargs={"download_config": dl_config})
+                 for s in splits)
 
 
 @register_dataset("digits")
@@ -173,23 +192,28 @@ class ArraySource:
 
 def from_arrays(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,
                 name: str = "arrays", num_classes: int | None = None,
-                pixel_max: float | None = None, kind: str | None = None) -> Dataset:
+                pixel_max: float | None = None, kind: str | None = None,
+                masks: tuple[np.ndarray, np.ndarray] | None = None) -> Dataset:
   """Bring-your-own data: NumPy arrays as a :class:`Dataset`.
 
   Images are (N, H, W, C) (or (N, H, W), given a channel axis), uint8 or float;
-  sequences are (N, T, F) float or (N, T) int token ids. Labels are (N,) ints.
-  ``pixel_max`` is the value of full intensity (default 255 for uint8 images,
-  1 for float ones). ``kind`` ("image" or "sequence") defaults to "image" for
-  4-D arrays and 3-D uint8 arrays, else "sequence". The arrays go through the
-  same pipeline as TFDS data.
+  sequences are (N, T, F) float or (N, T) int token ids. Labels are (N,) ints (one
+  class per example), or (N, T) ints for sequences (one class per step: tagging),
+  with ``masks`` = (train, test) (N, T) arrays of 1 at valid steps when sequences
+  have different lengths. ``pixel_max`` is the value of full intensity (default 255
+  for uint8 images, 1 for float ones). ``kind`` ("image" or "sequence") defaults to
+  "image" for 4-D arrays and 3-D uint8 arrays, else "sequence". The arrays go
+  through the same pipeline as TFDS data.
   """
   x_train, x_test = np.asarray(x_train), np.asarray(x_test)
   y_train, y_test = np.asarray(y_train), np.asarray(y_test)
   for what, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
     if len(x) != len(y):
       raise ValueError(f"x_{what} has {len(x)} examples but y_{what} has {len(y)}")
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-      raise ValueError(f"y_{what} must be a 1-D integer array of class ids, got {y.dtype}{y.shape}")
+    if y.ndim not in (1, 2) or not np.issubdtype(y.dtype, np.integer):
+      raise ValueError(f"y_{what} must be an integer array of class ids, (N,) or (N, T), got {y.dtype}{y.shape}")
+    if y.ndim == 2 and y.shape[1] != x.shape[1]:
+      raise ValueError(f"y_{what} {y.shape} has per-step labels but x_{what} {x.shape} has {x.shape[1]} steps")
   if x_train.shape[1:] != x_test.shape[1:]:
     raise ValueError(f"x_train examples {x_train.shape[1:]} and x_test examples {x_test.shape[1:]} differ")
   if kind is None:
@@ -202,7 +226,15 @@ def from_arrays(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
     num_classes = int(max(y_train.max(), y_test.max())) + 1
   if pixel_max is None:
     pixel_max = 255.0 if x_train.dtype == np.uint8 else 1.0
+  if y_train.ndim == 2 and kind == "image":
+    raise ValueError(f"per-step labels {y_train.shape} need sequences (kind='sequence'), got images")
   key = "image" if kind == "image" else "inputs"
-  return Dataset(name, ArraySource({key: x_train, "label": y_train}),
-                 ArraySource({key: x_test, "label": y_test}), num_classes=num_classes,
-                 pixel_max=pixel_max, kind=kind, input_keys=(key,))
+  train, test = {key: x_train, "label": y_train}, {key: x_test, "label": y_test}
+  if masks is not None:
+    for arrays, m, what in ((train, masks[0], "train"), (test, masks[1], "test")):
+      if np.shape(m) != arrays["label"].shape:
+        raise ValueError(f"the {what} mask {np.shape(m)} must have the labels' shape {arrays['label'].shape}")
+      arrays["label_mask"] = np.asarray(m, np.float32)
+  return Dataset(name, ArraySource(train), ArraySource(test), num_classes=num_classes,
+                 pixel_max=pixel_max, kind=kind, input_keys=(key,),
+                 mask_key="label_mask" if masks is not None else None)

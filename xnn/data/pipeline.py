@@ -13,12 +13,13 @@ every checkpoint, so a resumed run continues with exactly the sample and
 augmentation order of an uninterrupted one.
 
 Evaluation walks this host's share of the test split in order, padding the last
-batch and marking padding with ``mask = 0``.
+batch and marking padding with ``EVAL_PAD_KEY`` = 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import threading
 from typing import Any, Iterator
@@ -28,14 +29,15 @@ import jax
 import numpy as np
 
 from xnn.data import transforms as T
-from xnn.data.datasets import Dataset
+from xnn.data.datasets import EVAL_PAD_KEY, Dataset
 
 
 def stack(records: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, np.ndarray]:
   return {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys}
 
 
-def channel_stats(ds: Dataset, max_examples: int = 50_000, chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def channel_stats(ds: Dataset, max_examples: int = 50_000,
+                  chunk: int = 1024) -> tuple[tuple[float, ...], tuple[float, ...]]:
   """Per-channel mean and std of the train split on the [0, 1] scale."""
   n = min(len(ds.train), max_examples)
   key = ds.input_keys[0]
@@ -52,10 +54,10 @@ def channel_stats(ds: Dataset, max_examples: int = 50_000, chunk: int = 1024) ->
   return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Preprocess:
   """The batch preprocessing that ``config.data`` asks for (train or eval)."""
-  keys: tuple[str, ...]
+  keys: tuple[str, ...] = dataclasses.field(kw_only=False)
   image_key: str | None = None        # None: sequences, passed through
   pixel_max: float = 255.0
   size: tuple[int, int] | None = None
@@ -80,14 +82,23 @@ class Preprocess:
   def output_hw(self, hw: tuple[int, int]) -> tuple[int, int]:
     return self.size or hw
 
-  def __call__(self, batch: dict[str, np.ndarray], params: dict[str, np.ndarray] | None = None):
-    if self.image_key is None:
-      return batch
+  def static(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The deterministic part: to float, resize, channels (no augmentation, no normalisation).
+
+    The device-resident path (``xnn.train.resident``) stores images after this step and
+    does the rest inside the jitted program.
+    """
     x = T.to_float(batch[self.image_key], self.pixel_max)
     if self.size:
       x = T.resize(x, self.size)
     if self.channels:
       x = T.to_channels(x, self.channels)
+    return {**batch, self.image_key: x}
+
+  def __call__(self, batch: dict[str, np.ndarray], params: dict[str, np.ndarray] | None = None):
+    if self.image_key is None:
+      return batch
+    x = self.static(batch)[self.image_key]
     if self.augment == "pad_crop_flip" and self.train:
       x = T.pad_crop_flip(x, params["dy"], params["dx"], params["flip"], self.pad)
     elif self.augment == "random_crop":
@@ -103,32 +114,30 @@ class Preprocess:
 
 
 def make_preprocess(ds: Dataset, cfg: Any, train: bool) -> Preprocess:
-  """Validates ``config.data`` against the dataset and builds its :class:`Preprocess`."""
+  """Checks ``config.data`` against the dataset and builds its :class:`Preprocess`.
+
+  The names of augmentations, normalisations and sequence readings are checked with the
+  rest of the config (``xnn.configs.schema``); here what depends on the dataset.
+  """
   keys = (*ds.input_keys, ds.label_key) + ((ds.mask_key,) if ds.mask_key else ())
   if ds.kind != "image":
     return Preprocess(keys)
-  if cfg.as_sequence not in ("", "rows", "pixels"):
-    raise ValueError(f"data.as_sequence must be '', 'rows' or 'pixels', got {cfg.as_sequence!r}")
-  if cfg.augment not in ("none", "pad_crop_flip", "random_crop"):
-    raise ValueError(f"data.augment must be 'none', 'pad_crop_flip' or 'random_crop', got {cfg.augment!r}")
   crop = (cfg.crop_size, cfg.crop_size) if cfg.crop_size else None
   if cfg.augment == "random_crop" and crop is None:
     raise ValueError("data.augment='random_crop' needs data.crop_size (e.g. 28)")
   channels = cfg.channels or ds.element_shape[-1]
+  mean = std = None
   if cfg.normalize == "per_channel":
     mean, std = (ds.mean, ds.std) if ds.mean is not None else channel_stats(ds)
     if len(mean) != channels:   # grey statistics for a replicated-channel image
-      mean, std = mean * channels, std * channels
+      mean, std = tuple(mean) * channels, tuple(std) * channels
   elif cfg.normalize == "minus_one_one":      # (x - 0.5) / 0.5, the course code's choice
     mean, std = (0.5,) * channels, (0.5,) * channels
-  elif cfg.normalize == "none":
-    mean = std = None
-  else:
-    raise ValueError(f"data.normalize must be 'per_channel', 'minus_one_one' or 'none', got {cfg.normalize!r}")
-  return Preprocess(keys, ds.input_keys[0], ds.pixel_max, (cfg.image_size,) * 2 if cfg.image_size else None,
-                    cfg.channels, cfg.augment, cfg.pad, cfg.flip, crop,
-                    None if mean is None else tuple(mean), None if std is None else tuple(std), train,
-                    cfg.as_sequence)
+  return Preprocess(keys, image_key=ds.input_keys[0], pixel_max=ds.pixel_max,
+                    size=(cfg.image_size,) * 2 if cfg.image_size else None, channels=cfg.channels,
+                    augment=cfg.augment, pad=cfg.pad, flip=cfg.flip, crop=crop,
+                    mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
+                    train=train, as_sequence=cfg.as_sequence)
 
 
 class HostBatches:
@@ -203,11 +212,12 @@ def eval_batches(ds: Dataset, cfg: Any, local_batch: int) -> Iterator[dict[str, 
   preprocess = make_preprocess(ds, cfg, train=False)
   n = len(ds.test)
   indices = list(range(pid, n, nproc))
-  num_batches = -(-(-(-n // nproc)) // local_batch)
+  per_host = math.ceil(n / nproc)                 # the most examples any host holds
+  num_batches = math.ceil(per_host / local_batch)
   for b in range(num_batches):
     chunk = indices[b * local_batch:(b + 1) * local_batch]
     valid = len(chunk)
     recs = [ds.test[i] for i in chunk] + [ds.test[0]] * (local_batch - valid)
     batch = preprocess(stack(recs, preprocess.keys))
-    batch["mask"] = (np.arange(local_batch) < valid).astype(np.float32)
+    batch[EVAL_PAD_KEY] = (np.arange(local_batch) < valid).astype(np.float32)
     yield batch

@@ -11,8 +11,9 @@ crops and flips of an example do not depend on how many hosts share the batch.
 * ``to_channels``     grey -> C copies (e.g. 3 for networks drawn for RGB).
 * ``pad_crop_flip``   He et al. 2015 (sec. 4.2): pad 4 zeros a side, random crop
                       back to size, random horizontal flip.
-* ``random_crop`` / ``center_crop``  the course recipe (`000_*`): random 28x28 crops
-                      of the 32x32 image for training, the centre crop at test.
+* ``random_crop`` / ``center_crop``  the course recipe (the course's design homework):
+                      random 28x28 crops of the 32x32 image for training, the centre
+                      crop at test.
 * ``normalize``       per-channel (x - mean) / std.
 """
 
@@ -22,6 +23,11 @@ import functools
 from typing import Sequence
 
 import numpy as np
+
+# The names config.data takes (xnn.configs.schema checks them; every input path supports them all).
+AUGMENTATIONS = ("none", "pad_crop_flip", "random_crop")   # data.augment
+NORMALIZATIONS = ("per_channel", "minus_one_one", "none")   # data.normalize
+SEQUENCE_READINGS = ("", "rows", "pixels")                  # data.as_sequence: images as (H, W*C) or (H*W, C)
 
 
 @functools.lru_cache(maxsize=32)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 import grain
-import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger("xnn")
@@ -26,40 +25,44 @@ def create_manager(workdir: str, keep: int) -> ocp.CheckpointManager:
                                options=options, item_names=("state", "data"))
 
 
-def data_save_args(data_iter: Any, step: int) -> Any:
-  """The input position to save: a grain iterator's state, or (device-resident data) the step."""
-  if data_iter is None:
-    return ocp.args.JsonSave({"mode": "device_resident", "step": int(step)})
+def iterator_save_args(data_iter: Any) -> Any:
+  """The input position of a streaming run: its grain iterator's state."""
   return grain.checkpoint.CheckpointSave(data_iter)
 
 
-def data_restore_args(data_iter: Any) -> Any:
-  if data_iter is None:
-    return ocp.args.JsonRestore()
+def iterator_restore_args(data_iter: Any) -> Any:
   return grain.checkpoint.CheckpointRestore(data_iter)
 
 
-def save(manager: ocp.CheckpointManager, step: int, state: Any, data_iter: Any) -> None:
-  """Saves the train state and the input position (``data_iter`` None: device-resident)."""
-  manager.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=data_save_args(data_iter, step)), force=True)
+def position_save_args(step: int) -> Any:
+  """The input position of a device-resident run: the step (its batches are a function of it)."""
+  return ocp.args.JsonSave({"mode": "device_resident", "step": int(step)})
+
+
+def position_restore_args() -> Any:
+  return ocp.args.JsonRestore()
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, data_args: Any) -> None:
+  """Saves the train state and the input position (``data_args``: the input's ``save_args(step)``)."""
+  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=data_args), force=True)
   manager.wait_until_finished()
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
-                   data_iter: Any) -> tuple[int, Any] | None:
+                   data_restore_args: Callable[[], Any]) -> tuple[int, Any] | None:
   """(step, state) of the newest checkpoint that restores, or None if there is none.
 
-  ``data_iter`` is restored in place to the saved position (None: the input is
-  device-resident and a function of the step). Unusable newer checkpoints are
-  deleted once an older one has restored.
+  ``data_restore_args()`` (the input's ``restore_args``) restores the input position
+  (a grain iterator in place). Unusable newer checkpoints are deleted once an older
+  one has restored.
   """
   steps = sorted(manager.all_steps(), reverse=True)
   bad: list[int] = []
   for step in steps:
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=data_restore_args(data_iter)))
+          state=ocp.args.StandardRestore(abstract_state), data=data_restore_args()))
     except Exception as e:  # noqa: BLE001 -- any failure means this step is unusable
       log.warning("checkpoint at step %d cannot be restored (%s: %s); trying the previous one",
                   step, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")

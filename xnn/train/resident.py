@@ -22,12 +22,10 @@ of (seed, step).
 ``train.device_resident="auto"`` (default) takes this path whenever the dataset
 is supported and its float32 copy fits in ``train.device_resident_max_mb`` per
 device; ``"on"`` insists (an error says why it cannot), ``"off"`` streams.
-Measured on the 2-core CPU (benchmarks/RESULTS.md): LeNet-5 on the digits 1.7-2.2x
-the streaming loop's images/s, ResNet-20 on CIFAR-shaped data 1.32-1.56x, LeNet-5
-on CIFAR-shaped data 1.1-1.3x (bounded there by the host work it removes).  On
+benchmarks/resident.py measures it against streaming (benchmarks/RESULTS.md). On
 the CPU this needs xnn's convolutions (oneDNN's kernels, ``xnn.ops.onednn``, or
 the pure-JAX gradients of ``xnn.ops.conv``): XLA:CPU runs its own weight-gradient
-convolutions 64-151x slower inside a loop body such as this ``lax.scan``
+convolutions much slower inside a loop body such as this ``lax.scan``
 (jax-ml/jax#12868).
 """
 
@@ -41,11 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from xnn.data import transforms as T
 from xnn.data.datasets import Dataset
 from xnn.data.pipeline import Preprocess, stack
-
-SUPPORTED_AUGMENT = ("none", "pad_crop_flip", "random_crop")
 
 
 @dataclasses.dataclass
@@ -59,18 +54,8 @@ class ResidentData:
 
 def host_bytes(ds: Dataset, preprocess: Preprocess) -> int:
   """Bytes the preprocessed (unaugmented) float32 training set takes."""
-  img = preprocess_static(stack([ds.train[0]], preprocess.keys), preprocess)[preprocess.image_key]
+  img = preprocess.static(stack([ds.train[0]], preprocess.keys))[preprocess.image_key]
   return int(np.prod(img.shape[1:])) * 4 * len(ds.train)
-
-
-def preprocess_static(batch: dict[str, np.ndarray], pre: Preprocess) -> dict[str, np.ndarray]:
-  """The deterministic part: to float, resize, channels (no augmentation, no normalisation)."""
-  x = T.to_float(batch[pre.image_key], pre.pixel_max)
-  if pre.size:
-    x = T.resize(x, pre.size)
-  if pre.channels:
-    x = T.to_channels(x, pre.channels)
-  return {**batch, pre.image_key: x}
 
 
 def supported(ds: Dataset, pre: Preprocess) -> str | None:
@@ -81,8 +66,6 @@ def supported(ds: Dataset, pre: Preprocess) -> str | None:
     return "masked targets are not supported"
   if pre.as_sequence:
     return "images read as sequences are not supported"
-  if pre.augment not in SUPPORTED_AUGMENT:
-    return f"augmentation {pre.augment!r} is not supported"
   return None
 
 
@@ -99,7 +82,7 @@ def load(ds: Dataset, pre: Preprocess, mesh: Mesh, global_batch: int, chunk: int
   start = pid * per_host
   xs, ys = [], []
   for s in range(start, start + per_host, chunk):
-    b = preprocess_static(stack([ds.train[i] for i in range(s, min(start + per_host, s + chunk))], pre.keys), pre)
+    b = pre.static(stack([ds.train[i] for i in range(s, min(start + per_host, s + chunk))], pre.keys))
     xs.append(b[pre.image_key].astype(np.float32))
     ys.append(b[ds.label_key].astype(np.int32))
   sharding = NamedSharding(mesh, P("data"))
@@ -161,8 +144,8 @@ def make_chunk_fn(train_step: Callable, batch_fn: Callable, num_steps: int) -> C
   """``chunk(state, images, labels, rng) -> (state, stacked metrics)``: ``num_steps`` steps in one dispatch.
 
   The epoch's permutation is carried through the scan and drawn again only when the
-  epoch changes (a sort of the whole shard: ~20 ms for CIFAR-10's 50,000 on 2 CPU
-  cores, as much as a ResNet-20 step's tenth if drawn every step).
+  epoch changes (it sorts the whole shard: drawn every step, it would cost a
+  noticeable part of a small network's step).
   """
   spe = batch_fn.steps_per_epoch
 
