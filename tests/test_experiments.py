@@ -28,7 +28,7 @@ def test_residual_vs_plain_tiny_writes_figure6_and_table6(tmp_path):
   assert set(rows) == {"plain20", "resnet20"}
   assert "8.75" in rows["resnet20"] and "Fig. 6 only" in rows["plain20"]   # He et al. 2015, Table 6
   assert "269,722" in rows["resnet20"]   # ResNet-20, option A: 0.27M in the paper's Table 6
-  assert "name=resnet20" in (tmp_path / "report.md").read_text()   # xnn report of the sweep
+  assert "| resnet20 | 1/1 |" in (tmp_path / "report.md").read_text()   # xnn report of the sweep, by model name
 
 
 def test_cifar_curves_tiny_writes_curves_with_references(tmp_path):
@@ -39,4 +39,4 @@ def test_cifar_curves_tiny_writes_curves_with_references(tmp_path):
   table = (tmp_path / "table.md").read_text()
   assert "| resnets | digits | resnet20 | 269,722 | 1 | 2 |" in table
   assert "91.25 (He et al. 2015, Table 6)" in table          # 100 - 8.75
-  assert "| course | digits | mobilenet_v2_28 |" in table and "89.33 (course (000_*))" in table
+  assert "| course | digits | mobilenet_v2_28 |" in table and "89.33 (the course's design homework)" in table

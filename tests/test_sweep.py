@@ -10,13 +10,13 @@ import time
 import pytest
 
 from conftest import REPO
-from xnn import launchers
-from xnn import sweep as s
-from xnn.report import collect, markdown_table, pareto_front, write_report
+from xnn import sweeps as s
+from xnn.sweeps import launchers
+from xnn.sweeps.report import collect, pareto_front, write_report
 from xnn.train.metrics import read_metrics
 
 SWEEP_CONFIG = '''
-from xnn import sweep as s
+from xnn import sweeps as s
 from xnn.configs.default import get_config as _default
 
 def get_config(arg=None):
@@ -142,3 +142,71 @@ def test_pareto_front():
 def test_report_errors_on_an_empty_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match="no runs"):
     collect(str(tmp_path))
+
+
+def test_group_labels_name_the_model_and_shorten_other_fields():
+  from xnn.sweeps.report import RunRecord, group_label, group_runs
+  assert group_label({"model.name": "plain20", "seed": 1}, ["model.name"]) == "plain20"
+  assert group_label({"model.name": "resnet20", "optimizer.learning_rate": 0.1, "data.flip": False},
+                     ["model.name", "data.flip", "optimizer.learning_rate"]) == \
+      "resnet20, data.flip=false, optimizer.learning_rate=0.1"
+  assert group_label({"model.name": "resnet110"}, []) == "resnet110"      # only seeds vary
+  assert group_label({}, []) == "all"
+  run = lambda name, **cfg: RunRecord(name, cfg, [], None)
+  groups = group_runs([run("a", **{"model.name": "resnet20", "optimizer.learning_rate": 0.1, "seed": 0}),
+                       run("b", **{"model.name": "resnet20", "optimizer.learning_rate": 0.1, "seed": 1}),
+                       run("c", **{"model.name": "plain20", "optimizer.learning_rate": 0.05, "seed": 0})])
+  assert {k: [r.name for r in v] for k, v in groups.items()} == {
+      "resnet20, optimizer.learning_rate=0.1": ["a", "b"], "plain20, optimizer.learning_rate=0.05": ["c"]}
+  long = "x" * 40
+  groups = group_runs([run("a", **{"model.kwargs": long + "1"}), run("b", **{"model.kwargs": long + "2"})])
+  assert list(groups) == [f"model.kwargs={long}1", f"model.kwargs={long}2"]   # cut values would collide
+
+
+def test_point_labels_stay_inside_the_axes_and_apart():
+  from xnn import plots
+  plt = plots.pyplot()
+  fig, ax = plt.subplots(figsize=(5, 4))
+  xs = [1, 1, 1.05, 2, 2, 10, 10]
+  ys = [0.90, 0.901, 0.902, 0.5, 0.5, 0.99, 0.2]
+  ax.scatter(xs, ys)
+  ax.set_xscale("log")
+  ax.margins(0.2)
+  texts = plots.label_points(ax, xs, ys, [f"model_{i}" for i in range(len(xs))])
+  renderer = fig.canvas.get_renderer()
+  boxes = [t.get_window_extent(renderer) for t in texts]
+  inside = ax.get_window_extent(renderer)
+  assert all(inside.x0 <= b.x0 and b.x1 <= inside.x1 and inside.y0 <= b.y0 and b.y1 <= inside.y1 for b in boxes)
+  assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+  plt.close(fig)
+
+
+def _fake_run(d, model, seed, accs, losses, params):
+  os.makedirs(d)
+  recs = []
+  for epoch, (acc, loss) in enumerate(zip(accs, losses), 1):
+    recs.append({"type": "epoch", "step": 10 * epoch, "epoch": float(epoch), "train_loss": loss, "train_accuracy": acc})
+    recs.append({"type": "eval", "step": 10 * epoch, "epoch": float(epoch), "test_loss": loss, "test_accuracy": acc})
+  with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in recs)
+  with open(os.path.join(d, "config.json"), "w") as f:
+    json.dump({"seed": seed, "model": {"name": model}}, f)
+  with open(os.path.join(d, "final.json"), "w") as f:
+    json.dump({"test_accuracy": accs[-1], "wall_time_s": 1.0, "params": params, "macs": 10 * params}, f)
+  return recs
+
+
+def test_report_and_run_curves_of_fake_runs(tmp_path):
+  from xnn.train.metrics import plot_curves
+  recs = _fake_run(tmp_path / "model.name-resnet56__seed-0", "resnet56", 0, [0.4, 0.1, 0.8], [1.5, 7600.0, 0.6], 853)
+  _fake_run(tmp_path / "model.name-resnet56__seed-1", "resnet56", 1, [0.4, 0.7, 0.82], [1.5, 0.9, 0.5], 853)
+  _fake_run(tmp_path / "model.name-plain20__seed-0", "plain20", 0, [0.3, 0.5, 0.6], [2.0, "nan", 1.0], 270)
+  md = write_report(str(tmp_path))
+  assert "| plain20 | 1/1 | 0.6000 |" in md and "| resnet56 | 2/2 | 0.8100 (0.8000–0.8200) |" in md
+  for png in ("curves.png", "pareto.png"):
+    with open(tmp_path / png, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  plot_curves(recs, str(tmp_path / "run.png"), title="resnet56 on cifar10")
+  with open(tmp_path / "run.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]     # written atomically, nothing left over

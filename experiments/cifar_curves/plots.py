@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from xnn.references import reference_accuracy
+from xnn.sweeps.experiments import plots_main
+from xnn.sweeps.report import collect, mean_range, save_figure
 
-from xnn.references import reference_accuracy  # noqa: E402
-from xnn.report import collect, experiment_main, mean_range, save_figure  # noqa: E402
-
-TITLES = {"resnets": "He et al. 2015 recipe", "course": "course recipe (000_*)"}
+TITLES = {"resnets": "He et al. 2015 recipe", "course": "course recipe (design homework)"}
 
 
 def _recipes(workdir: str) -> dict[str, list]:
@@ -81,7 +80,7 @@ def main(argv: list[str]) -> int:
   def build(folder):
     recipes = _recipes(folder)
     return {"curves.png": lambda path: curves(recipes, path)}, "table.md", table(recipes)
-  return experiment_main(argv, __doc__, build)
+  return plots_main(argv, __doc__, build)
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))

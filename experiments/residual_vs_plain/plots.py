@@ -10,14 +10,12 @@ beside the paper's published errors).
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from xnn.references import HE2015_CIFAR10_TEST_ERROR as PAPER_ERROR  # noqa: E402
-from xnn.report import collect, experiment_main, mean_range, save_figure  # noqa: E402
+from xnn.references import HE2015_CIFAR10_TEST_ERROR as PAPER_ERROR
+from xnn.sweeps.experiments import plots_main
+from xnn.sweeps.report import collect, mean_range, save_figure
 
 
 def _depth(name: str) -> int:
@@ -69,7 +67,7 @@ def main(argv: list[str]) -> int:
   def build(folder):
     runs = collect(folder)
     return {"figure6.png": lambda path: figure6(runs, path)}, "table6.md", table6(runs)
-  return experiment_main(argv, __doc__, build)
+  return plots_main(argv, __doc__, build)
 
 if __name__ == "__main__":
   sys.exit(main(sys.argv[1:]))

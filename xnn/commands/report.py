@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import sys
+from xnn.commands import CommandError
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) != 1 or argv[0] in ("-h", "--help"):
+  if argv[:1] in (["-h"], ["--help"]):
     print(__doc__)
-    return 0 if argv[:1] in (["-h"], ["--help"]) else 2
-  from xnn.report import write_report
+    return 0
+  if len(argv) != 1:
+    raise CommandError(f"expected one sweep folder, got {len(argv)} arguments {argv}; usage: xnn report DIR")
+  from xnn.sweeps.report import write_report
   try:
     print(write_report(argv[0]))
   except FileNotFoundError as e:
-    print(f"xnn report: {e}", file=sys.stderr)
-    return 1
+    raise CommandError(str(e), exit_code=1) from None
   return 0

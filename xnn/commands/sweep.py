@@ -11,8 +11,8 @@ import argparse
 import shlex
 import sys
 
-from xnn import launchers
-from xnn.sweep import load_sweep
+from xnn.commands import CommandError
+from xnn.sweeps import launchers, load_sweep
 
 
 def parser() -> argparse.ArgumentParser:
@@ -57,8 +57,8 @@ def main(argv: list[str]) -> int:
     return 0 if all(v.startswith(("done", "dry-run")) for v in status.values()) else 1
   if a.launcher == "tpu":
     if not a.tpu_name or not a.zone:
-      print("xnn sweep: --launcher tpu needs --tpu-name and --zone", file=sys.stderr)
-      return 2
+      raise CommandError(f"--launcher tpu needs --tpu-name and --zone (got --tpu-name={a.tpu_name!r}, "
+                         f"--zone={a.zone!r})")
     opt = launchers.TpuOptions(a.tpu_name, a.zone, a.accelerator_type, a.runtime_version, a.project, a.create)
     for cmd in launchers.tpu_commands(specs, a.config, opt, extra):
       print(shlex.join(cmd), flush=True)

@@ -70,7 +70,8 @@ class MetricsWriter:
     self._file = open(self.path, "a")
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1 if resume_step else None)
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                               purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, kind: str, step: int, **values: Any) -> dict[str, Any]:
     rec = {"type": kind, "step": int(step), **{k: _clean(v) for k, v in values.items()}}
@@ -85,9 +86,9 @@ class MetricsWriter:
           self._tb.add_scalar(f"{kind}/{k}", v, step)
     return rec
 
-  def plot(self) -> None:
+  def plot(self, title: str = "") -> None:
     if self.enabled:
-      plot_curves(self.records, self.curves_path)
+      plot_curves(self.records, self.curves_path, title)
 
   def close(self) -> None:
     if self.enabled:
@@ -97,29 +98,30 @@ class MetricsWriter:
 
 
 def plot_curves(records: Iterable[dict[str, Any]], path: str, title: str = "") -> None:
-  """Train/test accuracy and loss against epoch (PNG, written atomically)."""
-  import io
+  """Train (dashed) and test (solid) accuracy and loss against epoch, loss on a log axis (PNG, written
+  atomically); ``title`` (e.g. the run's model and data set) heads the figure."""
+  from xnn import plots
 
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = plots.pyplot()
+  records = list(records)
   epochs = [r for r in records if r["type"] == "epoch"]
   evals = [r for r in records if r["type"] == "eval"]
-  fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
-  for ax, key, label in ((ax_acc, "accuracy", "accuracy"), (ax_loss, "loss", "loss")):
-    if epochs:
-      ax.plot([r["epoch"] for r in epochs], [r[f"train_{key}"] for r in epochs], "--", label=f"train {label}")
-    if evals:
-      ax.plot([r["epoch"] for r in evals], [r[f"test_{key}"] for r in evals], "-o", ms=3, label=f"test {label}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(label)
-    ax.grid(alpha=0.3)
-    ax.legend()
-  if title:
-    fig.suptitle(title)
-  fig.tight_layout()
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png", dpi=100)
-  plt.close(fig)
-  atomic_write(path, buf.getvalue())
+  fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+  for ax, key in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+    for rs, kind, style in ((epochs, "train", dict(ls="--", color="C0")),
+                            (evals, "test", dict(ls="-", marker="o", ms=3, color="C1"))):
+      if rs:
+        ax.plot([r["epoch"] for r in rs], [plots.as_float(r[f"{kind}_{key}"]) for r in rs], label=kind, **style)
+    plots.epoch_axis(ax)
+  ax_acc.set_ylabel("accuracy")
+  ax_acc.set_title("accuracy")
+  plots.log_axis(ax_loss, "loss")
+  plots.grid(ax_acc)
+  plots.grid(ax_loss)
+  ax_loss.set_title("loss")
+  handles, labels = ax_acc.get_legend_handles_labels()
+  if handles:
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, -0.02))
+  fig.suptitle(title or "training curves")
+  fig.tight_layout(rect=(0, 0.06, 1, 1))
+  atomic_write(path, plots.png_bytes(fig))

@@ -1,4 +1,4 @@
-"""Launchers for sweeps: ``local`` processes, Cloud TPU VM pod slices, Slurm clusters.
+"""Sweep launchers: ``local`` processes, Cloud TPU VM pod slices, Slurm clusters.
 
 Every launcher turns a named run into the same program, ``python -m xnn.cli train
 --config FILE[:ARG] --workdir SWEEP_DIR/NAME --config.field=value ...``; they
@@ -8,8 +8,6 @@ newest checkpoint, so re-launching a sweep after a crash or a kill completes it.
 """
 
 from __future__ import annotations
-
-import argparse
 
 import dataclasses
 import json
@@ -21,7 +19,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from xnn.sweep import Run, overrides
+from xnn.sweeps.spec import Run, overrides
 
 
 @dataclasses.dataclass
@@ -58,7 +56,7 @@ def _visible_devices(slot: int, parallel: int) -> dict[str, str]:
   if gpus is None:
     try:
       out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
-      n = len([l for l in out.stdout.splitlines() if l.startswith("GPU ")])
+      n = len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
       gpus = ",".join(map(str, range(n))) if n else ""
     except (OSError, subprocess.SubprocessError):
       gpus = ""
@@ -224,33 +222,3 @@ def launch_slurm(specs: Sequence[RunSpec], config: str, opt: SlurmOptions, *, ex
     status[s.name] = out.stdout.strip()
     log(f"{s.name}: {status[s.name]}")
   return status
-
-
-# ----------------------------------------------------------------------------- experiments
-
-def run_experiment(config_specs: dict[str, str], workdir: str, *, parallel: int = 1) -> dict[str, str]:
-  """Runs each ``{subfolder: "FILE:ARG"}`` sweep locally into ``workdir/subfolder`` ("" for
-  ``workdir`` itself) and writes its ``xnn report``; returns the runs that did not finish."""
-  from xnn.report import write_report
-  from xnn.sweep import load_sweep
-  failed = {}
-  for sub, config in config_specs.items():
-    out = os.path.join(workdir, sub) if sub else workdir
-    status = launch_local(run_specs(load_sweep(config), out), config, parallel=parallel)
-    failed.update({os.path.join(sub, k): v for k, v in status.items() if not v.startswith("done")})
-    write_report(out)
-  if failed:
-    print(f"runs not finished: {failed}", file=sys.stderr)
-  return failed
-
-
-def experiment_argparser(doc: str, quick_help: str) -> argparse.ArgumentParser:
-  """The command line shared by ``experiments/*/run.py``: --quick | --tiny, --workdir, --parallel."""
-  p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-  mode = p.add_mutually_exclusive_group()
-  mode.add_argument("--quick", action="store_true", help=quick_help)
-  mode.add_argument("--tiny", action="store_true", help="the shortest version (the test suite's)")
-  p.add_argument("--workdir", required=True)
-  p.add_argument("--parallel", type=int, default=1)
-  return p
-

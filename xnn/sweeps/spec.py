@@ -1,9 +1,9 @@
-"""Sweeps declared next to a config: named runs, each a set of ``--config.*`` overrides.
+"""Sweep declaration: named runs, each a set of ``--config.*`` overrides.
 
 A config file may define ``get_sweep(arg)`` beside ``get_config(arg)`` and build
-it from these pieces (big_vision's product/zip style)::
+it from these pieces (big_vision's product/zip style; ``xnn.sweeps`` re-exports them)::
 
-    from xnn import sweep as s
+    from xnn import sweeps as s
 
     def get_sweep(arg=None):
       return s.product(
@@ -65,7 +65,12 @@ def zip(*sweeps: Sequence[Run]) -> list[Run]:  # noqa: A001 -- the name users ex
 
 
 def _fmt(v: Any) -> str:
-  return str(v).lower() if isinstance(v, bool) else str(v)
+  """A value as a ``--config`` flag writes it: booleans lower-case, tuples comma-separated."""
+  if isinstance(v, bool):
+    return str(v).lower()
+  if isinstance(v, (tuple, list)):
+    return ",".join(_fmt(x) for x in v)
+  return str(v)
 
 
 def run_name(run: Run) -> str:
