@@ -4,11 +4,13 @@ import json
 
 import pytest
 
+from xnn.cli import main as xnn_main
 from xnn.commands.cost import main
 
 
 def _run(capsys, *argv):
-  rc = main(list(argv))
+  """`xnn cost ARGV` through the xnn entry point (which turns bad input into one error line)."""
+  rc = xnn_main(["cost", *argv])
   out = capsys.readouterr()
   return rc, out.out, out.err
 
@@ -46,9 +48,9 @@ def test_table_depth_and_totals(capsys):
   assert rc == 0
   lines = out.splitlines()
   assert lines[0].split()[:3] == ["layer", "type", "input"]
-  assert any(l.startswith("stage3_block3") for l in lines)
-  assert not any(l.startswith("stage3_block3/") for l in lines)
-  total = next(l for l in lines if l.startswith("total"))
+  assert any(line.startswith("stage3_block3") for line in lines)
+  assert not any(line.startswith("stage3_block3/") for line in lines)
+  total = next(line for line in lines if line.startswith("total"))
   assert "269,722" in total and "40,551,040" in total
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from xnn.commands import CommandError
 
 
 def _parse_input(text: str) -> tuple[int, ...]:
@@ -13,15 +16,25 @@ def _parse_input(text: str) -> tuple[int, ...]:
     dims = ()
   if not dims or any(d <= 0 for d in dims):
     raise argparse.ArgumentTypeError(
-        f"invalid --input {text!r}: expected positive integers separated by commas, e.g. 224,224,3 (H,W,C)")
+        f"invalid value {text!r}: expected positive integers separated by commas, e.g. 224,224,3 (H,W,C)")
   return dims
+
+
+def _positive_int(text: str) -> int:
+  try:
+    n = int(text)
+  except ValueError:
+    n = 0
+  if n <= 0:
+    raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive integer")
+  return n
 
 
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="xnn cost", description=__doc__)
   p.add_argument("model", help="registered model name (see 'xnn models')")
   p.add_argument("--input", type=_parse_input, default=None, help="input shape without batch, e.g. 224,224,3")
-  p.add_argument("--batch", type=int, default=1)
+  p.add_argument("--batch", type=_positive_int, default=1, help="batch size (default 1)")
   p.add_argument("--train", action="store_true", help="also cost the backward pass and training memory")
   p.add_argument("--per-layer", action="store_true", help="print every layer (default: totals only)")
   p.add_argument("--depth", type=int, default=None, help="collapse rows to module-path depth K")
@@ -35,35 +48,44 @@ def main(argv: list[str]) -> int:
   args = parser().parse_args(argv)
   import xnn.models as M
   from xnn.cost import analyze_model, get_device
-  from xnn.cost.report import render
+  from xnn.cost.render import render
 
-  if args.model not in M.names():
-    print(f"xnn cost: unknown model {args.model!r}; available: {', '.join(M.names())}", file=sys.stderr)
-    return 2
+  info = M.info(args.model)      # an unknown name raises UnknownNameError, listing the registered ones
+  device = get_device(args.device) if args.device else None     # ValueError naming the presets
+  shape = tuple(args.input or info.input_shape)
+  if args.erf and not os.path.isdir(os.path.dirname(os.path.abspath(args.erf))):
+    raise CommandError(f"--erf {args.erf}: folder {os.path.dirname(os.path.abspath(args.erf))} does not exist")
   try:
     rep = analyze_model(args.model, input_shape=args.input, batch=args.batch, train=args.train)
-  except Exception as e:  # noqa: BLE001 -- any failure to trace at this shape is a usage error
-    shape = args.input or M.info(args.model).input_shape
-    print(f"xnn cost: cannot analyse {args.model} at input {','.join(map(str, shape))}: {type(e).__name__}: {e}", file=sys.stderr)
-    return 2
-  try:
-    device = get_device(args.device) if args.device else None
-  except ValueError as e:
-    print(f"xnn cost: {e}", file=sys.stderr)
-    return 2
+  except Exception as e:  # any failure to trace at this shape is a usage error
+    raise CommandError(f"cannot analyse {args.model} at input {','.join(map(str, shape))} "
+                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected an input "
+                       f"the network accepts, e.g. its default {','.join(map(str, info.input_shape))}") from e
   erf = None
   if args.erf:
-    erf = _erf(args.model, args.input, args.erf)
+    try:
+      erf = _erf(args.model, args.input, args.erf)
+    except OSError:
+      raise
+    except Exception as e:  # e.g. a model without spatial feature maps
+      raise CommandError(f"cannot compute the effective receptive field of {args.model} at input "
+                         f"{','.join(map(str, shape))}: {type(e).__name__}: {e}") from e
+  axes = {3: " (H,W,C)", 2: " (T,F)"}.get(len(shape), "")
+  title = (f"{args.model}: input {'x'.join(map(str, shape))}{axes}, batch {args.batch}"
+           f"{', training step' if args.train else ''}")
   text = render(rep, args.format, per_layer=args.per_layer or args.depth is not None or args.format == "json",
-                depth=args.depth, device=device)
+                depth=args.depth, device=device, title=title)
   if erf is not None:
     if args.format == "json":
       import json
       d = json.loads(text)
-      d["effective_receptive_field"] = {"radius": erf["radius"], "size": erf["size"], "png": args.erf}
+      d["effective_receptive_field"] = {"radius": erf["radius"], "size": erf["size"],
+                                        "centre": list(erf["centre"]), "png": args.erf}
       text = json.dumps(d, indent=1)
     else:
-      text += f"\neffective receptive field (95% mass): radius {erf['radius']} (size {erf['size']}), saved {args.erf}"
+      text += (f"\neffective receptive field (95% of the gradient mass): {erf['size']}x{erf['size']} pixels "
+               f"(radius {erf['radius']}) around the peak at row {erf['centre'][0]}, column {erf['centre'][1]}; "
+               f"heat map {args.erf}")
   print(text)
   return 0
 
@@ -76,7 +98,7 @@ def _erf(name, input_shape, png):
 
   model = M.build(name)
   shape = tuple(input_shape or M.info(name).input_shape)
-  variables = model.init(jax.random.key(0), jax.numpy.zeros((1, *shape)))
+  variables = jax.jit(model.init)(jax.random.key(0), jax.numpy.zeros((1, *shape)))   # one compilation
 
   def features(x):
     _, st = model.apply(variables, x, mutable=["intermediates"])
@@ -88,4 +110,5 @@ def _erf(name, input_shape, png):
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  from xnn.cli import run
+  sys.exit(run("cost", sys.argv[1:]))

@@ -126,7 +126,7 @@ class CostReport:
          "other_ops": self.other_ops, "ops": self.counts.to_dict(),
          "activation_elements": self.activation_elements, "activation_bytes": self.activation_bytes,
          "peak_bytes": self.peak_bytes, "peak_activation_bytes": self.peak_activation_bytes,
-         "receptive_field": self.receptive_field, "layers": [l.to_dict() for l in self.layers],
+         "receptive_field": self.receptive_field, "layers": [layer.to_dict() for layer in self.layers],
          "unknown_primitives": self.unknown_primitives, "warnings": self.warnings,
          "misaligned": self.misaligned, "train": self.train,
          "control_flow": self.control_flow()}
@@ -174,36 +174,51 @@ def analyze(fn: Callable, *args: Any, params_argnums: Sequence[int] | None = Non
   return _report(graph, args, params_argnums, input_argnum, spatial_axes, strict_receptive_field)
 
 
-def _report(graph: Graph, args, params_argnums, input_argnum, spatial_axes, strict) -> CostReport:
-  vals = graph.values
-  # --- receptive field -----------------------------------------------------------
+def _receptive_field(graph: Graph, args, params_argnums, input_argnum, spatial_axes, strict):
+  """Receptive-field propagation from the input image (None for inputs without spatial axes)."""
   offsets = np.cumsum([0] + [len(jax.tree.leaves(a)) for a in args])
   if input_argnum is None:
     input_argnum = next((i for i in range(len(args)) if i not in params_argnums), None)
-  prop = None
-  if input_argnum is not None:
-    in_id = graph.inputs[offsets[input_argnum]]
-    nd = len(vals[in_id].shape)
-    # default: images (N, H, W, C); sequences have no receptive field in this sense
-    axes = tuple(spatial_axes) if spatial_axes is not None else ((1, 2) if nd == 4 else ())
-    if axes:
-      prop = rfm.propagate(graph, in_id, axes, strict)
+  if input_argnum is None:
+    return None
+  in_id = graph.inputs[offsets[input_argnum]]
+  nd = len(graph.values[in_id].shape)
+  # default: images (N, H, W, C); sequences have no receptive field in this sense
+  axes = tuple(spatial_axes) if spatial_axes is not None else ((1, 2) if nd == 4 else ())
+  return rfm.propagate(graph, in_id, axes, strict) if axes else None
 
-  # --- layers ----------------------------------------------------------------------
+
+def _layer_runs(graph: Graph) -> tuple[list[Layer], list[int]]:
+  """One row per maximal run of consecutive equations with the same module path."""
   cut = _strip_root([n.path for n in graph.nodes])
-  def lname(path: str) -> str:
-    parts = path.split("/")[cut:] if path else []
-    return "/".join(parts) or "(top)"
-
-  # one row per maximal run of consecutive equations with the same module path
   run_of: list[int] = []
   names: list[str] = []
   for node in graph.nodes:
-    name = lname(node.path)
+    name = "/".join(node.path.split("/")[cut:] if node.path else []) or "(top)"
     if not names or names[-1] != name:
       names.append(name)
     run_of.append(len(names) - 1)
-  layers = [Layer(n) for n in names]
+  return [Layer(n) for n in names], run_of
+
+
+def _window(layer: Layer, node, vals) -> None:
+  """Kernel and stride of the layer's first convolution or pooling window."""
+  if layer.kernel is not None:
+    return
+  if node.primitive == "conv_general_dilated":
+    rhs = vals[node.inputs[1]].shape
+    layer.kernel = tuple(rhs[d] for d in node.params["dimension_numbers"].rhs_spec[2:])
+    layer.stride = tuple(node.params["window_strides"])
+  elif node.primitive.startswith("reduce_window"):
+    wd, ws = node.params["window_dimensions"], node.params["window_strides"]
+    sp = [a for a, k in enumerate(wd) if k > 1 or ws[a] > 1]
+    layer.kernel = tuple(wd[a] for a in sp)
+    layer.stride = tuple(ws[a] for a in sp)
+
+
+def _fill_layers(graph: Graph, layers: list[Layer], run_of: list[int], prop) -> list[list[int]]:
+  """Counts, parameters, inputs, outputs and receptive field of each row; returns each row's outputs."""
+  vals = graph.values
   producer: dict[int, int] = {}
   consumers: dict[int, set[int]] = {}
   for node in graph.nodes:
@@ -222,52 +237,48 @@ def _report(graph: Graph, args, params_argnums, input_argnum, spatial_axes, stri
   outputs: list[list[int]] = [[] for _ in layers]
   for node in graph.nodes:
     r = run_of[node.index]
-    L = layers[r]
-    L.counts = L.counts + node.counts
-    if node.primitive not in L.primitives:
-      L.primitives.append(node.primitive)
+    layer = layers[r]
+    layer.counts = layer.counts + node.counts
+    if node.primitive not in layer.primitives:
+      layer.primitives.append(node.primitive)
     for i in node.inputs:
       v = vals[i]
       if v.kind == "param" and i not in seen_params:
         seen_params.add(i)
-        L.params += v.size
-        L.param_bytes += v.nbytes
+        layer.params += v.size
+        layer.param_bytes += v.nbytes
       elif i not in param_derived and producer.get(i) != r and i not in ext_inputs[r]:
         ext_inputs[r].append(i)
     for o in node.outputs:
       if o not in param_derived and (consumers.get(o, set()) - {r}):
         outputs[r].append(o)
-    if node.primitive == "conv_general_dilated" and L.kernel is None:
-      rhs = vals[node.inputs[1]].shape
-      dn = node.params["dimension_numbers"]
-      L.kernel = tuple(rhs[d] for d in dn.rhs_spec[2:])
-      L.stride = tuple(node.params["window_strides"])
-    elif node.primitive.startswith("reduce_window") and L.kernel is None:
-      wd = node.params["window_dimensions"]
-      sp = [a for a, k in enumerate(wd) if k > 1 or node.params["window_strides"][a] > 1]
-      L.kernel = tuple(wd[a] for a in sp)
-      L.stride = tuple(node.params["window_strides"][a] for a in sp)
-  for r, L in enumerate(layers):
-    L.type = next((t for p, t in _TYPES if p in L.primitives), "eltwise")
+    _window(layer, node, vals)
+  for r, layer in enumerate(layers):
+    layer.type = next((t for p, t in _TYPES if p in layer.primitives), "eltwise")
     ins, outs = ext_inputs[r], outputs[r]
     if ins:
-      L.input_shape = vals[max(ins, key=lambda i: vals[i].size)].shape
-      L.input_elements = sum(vals[i].size for i in ins)
-      L.input_bytes = sum(vals[i].nbytes for i in ins)
+      layer.input_shape = vals[max(ins, key=lambda i: vals[i].size)].shape
+      layer.input_elements = sum(vals[i].size for i in ins)
+      layer.input_bytes = sum(vals[i].nbytes for i in ins)
     if outs:
-      L.output_shape = vals[max(outs, key=lambda i: vals[i].size)].shape
-      L.output_elements = sum(vals[i].size for i in outs)
-      L.activation_bytes = sum(vals[i].nbytes for i in outs)
+      layer.output_shape = vals[max(outs, key=lambda i: vals[i].size)].shape
+      layer.output_elements = sum(vals[i].size for i in outs)
+      layer.activation_bytes = sum(vals[i].nbytes for i in outs)
       if prop is not None:
         f = next((prop.fields[o] for o in outs if o in prop.fields), None)
-        L.receptive_field = f.summary() if f else None
+        layer.receptive_field = f.summary() if f else None
+  return outputs
 
+
+def _report(graph: Graph, args, params_argnums, input_argnum, spatial_axes, strict) -> CostReport:
+  vals = graph.values
+  prop = _receptive_field(graph, args, params_argnums, input_argnum, spatial_axes, strict)
+  layers, run_of = _layer_runs(graph)
+  outputs = _fill_layers(graph, layers, run_of, prop)
   pvals = [v for v in vals if v.kind == "param"]
   svals = [v for v in vals if v.kind == "state"]
   peak_act, fixed = memory.peak_bytes(graph)
-  final_rf = None
-  if prop is not None and prop.order:
-    final_rf = prop.fields[prop.order[-1]].summary()
+  final_rf = prop.fields[prop.order[-1]].summary() if prop is not None and prop.order else None
   act_ids = {o for outs in outputs for o in outs}
   return CostReport(
       params=sum(v.size for v in pvals), param_bytes=sum(v.nbytes for v in pvals),
@@ -289,7 +300,10 @@ def abstract_model(name: str, input_shape: Sequence[int] | None = None, batch: i
   info = M.info(name)
   shape = tuple(input_shape) if input_shape is not None else tuple(info.input_shape)
   model = M.build(name, **model_kwargs)
-  init = lambda k, x: model.init({"params": k, "dropout": k}, x)
+
+  def init(k, x):
+    return model.init({"params": k, "dropout": k}, x)
+
   x = jax.ShapeDtypeStruct((batch, *shape), dtype)
   try:
     variables = jax.eval_shape(init, jax.random.key(0), x)
@@ -347,9 +361,9 @@ def saved_residual_bytes(f: Callable, *args: Any) -> int:
   consumers instead of storing.
   """
   from jax._src import ad_checkpoint as adc
-  from xnn.ops.conv import use_xla_conv
+  from xnn.ops import conv_setting
   total = 0
-  with use_xla_conv():           # as trace(): the mathematics, not the CPU formulation
+  with conv_setting(cpu="xla"):           # as trace(): the mathematics, not the CPU formulation
     residuals = adc.saved_residuals(f, *args)
   for aval, why in residuals:
     if "from the argument" in why or why.startswith(("output of broadcast_in_dim", "output of iota")):

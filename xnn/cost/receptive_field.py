@@ -76,7 +76,8 @@ class Propagator:
 
   def __init__(self, graph: Graph, input_id: int, spatial_axes: tuple[int, ...], strict: bool = False):
     self.g, self.strict = graph, strict
-    self.fields: dict[int, Field] = {input_id: Field({a: RF(Fraction(1), Fraction(1), Fraction(0)) for a in spatial_axes})}
+    unit = RF(Fraction(1), Fraction(1), Fraction(0))          # one input pixel: size 1, stride 1
+    self.fields: dict[int, Field] = {input_id: Field({a: unit for a in spatial_axes})}
     self.misaligned: list[str] = []
     self.unhandled: set[str] = set()
     self.order: list[int] = []   # values carrying a spatial field, in execution order
@@ -239,14 +240,29 @@ def effective_receptive_field(feature_fn, input_shape: tuple[int, ...], *, sampl
       radius = r
       break
   if png:
+    import io
+
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(erf, cmap="viridis")
+
+    from xnn.train.metrics import atomic_write
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    image = ax.imshow(erf, cmap="viridis")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
+                 label="mean |d y_centre / d x| (over inputs and channels)")
     ax.add_patch(plt.Rectangle((cw - radius - 0.5, ch - radius - 0.5), 2 * radius + 1, 2 * radius + 1,
-                               fill=False, color="w"))
-    ax.set_title(f"ERF: {int(mass * 100)}% mass within radius {radius}")
-    fig.savefig(png, dpi=100, bbox_inches="tight")
+                               fill=False, color="w", label=f"square holding {mass:.0%} of the mass"))
+    ax.plot([cw], [ch], "w+", markersize=7, label=f"peak, at (row {ch}, col {cw})")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, facecolor="0.3",
+              edgecolor="0.3", framealpha=1, labelcolor="white", handlelength=1.2)
+    ax.set_xlabel("input column")
+    ax.set_ylabel("input row")
+    ax.set_title(f"effective receptive field of the centre output unit\n{mass:.0%} of the gradient mass within "
+                 f"{2 * radius + 1}x{2 * radius + 1} pixels (radius {radius}) of the peak\n"
+                 f"random initial weights, {samples} standard-normal inputs", fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+    atomic_write(png, buf.getvalue())
   return {"map": erf, "radius": radius, "size": 2 * radius + 1, "centre": (int(ch), int(cw))}

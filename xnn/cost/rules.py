@@ -140,6 +140,11 @@ def free(eqn) -> Counts:
   return Counts()
 
 
+def _last_dim(e) -> int:
+  shape = e.invars[0].aval.shape
+  return shape[-1] if shape else 2
+
+
 RULES: dict[str, Callable[[Any], Counts]] = {
     "conv_general_dilated": conv_rule,
     "dot_general": dot_general_rule,
@@ -181,7 +186,7 @@ RULES: dict[str, Callable[[Any], Counts]] = {
     "shift_right_logical": elementwise("other"), "shift_right_arithmetic": elementwise("other"),
     "population_count": elementwise("other"), "nextafter": elementwise("other"),
     "top_k": lambda e: Counts(cmps=_in0(e) * max(1, math.ceil(math.log2(e.params["k"] + 1)))),
-    "sort": lambda e: Counts(cmps=_in0(e) * max(1, math.ceil(math.log2(max(2, e.invars[0].aval.shape[-1] if e.invars[0].aval.shape else 2))))),
+    "sort": lambda e: Counts(cmps=_in0(e) * max(1, math.ceil(math.log2(max(2, _last_dim(e)))))),
 }
 
 FREE = (
