@@ -210,3 +210,14 @@ def test_report_and_run_curves_of_fake_runs(tmp_path):
   with open(tmp_path / "run.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]     # written atomically, nothing left over
+
+
+def test_tuple_values_as_flags_and_names():
+  """Tuples are written as ml-collections parses them back (comma-separated), names as before."""
+  run = {"schedule.boundaries": (400, 32000, 48000), "schedule.scales": (10, 0.1, 0.1), "train.cpu_conv": "xnn"}
+  assert s.overrides(run) == ["--config.schedule.boundaries=400,32000,48000", "--config.schedule.scales=10,0.1,0.1",
+                              "--config.train.cpu_conv=xnn"]
+  assert s.run_name(run) == "schedule.boundaries-400_32000_48000__schedule.scales-10_0.1_0.1__train.cpu_conv-xnn"
+  from xnn.commands.train import parse
+  config, _ = parse(s.overrides(run))
+  assert config.schedule.boundaries == (400, 32000, 48000) and config.schedule.scales == (10, 0.1, 0.1)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 
+from xnn import plots
 from xnn.references import reference_accuracy
 from xnn.sweeps.experiments import plots_main
 from xnn.sweeps.report import collect, mean_range, save_figure
@@ -36,27 +37,27 @@ def _by_model(runs) -> dict[str, list]:
 
 
 def curves(recipes: dict[str, list], path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(recipes), figsize=(6.5 * len(recipes), 4.5), squeeze=False)
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  """One panel per recipe: each network's test accuracy per epoch (one line per seed) and its
+  published CIFAR-10 accuracy as a dashed line of the same colour."""
+  plt = plots.pyplot()
+  fig, axes = plt.subplots(1, len(recipes), figsize=(6.5 * len(recipes), 4.8), squeeze=False)
   for ax, (recipe, runs) in zip(axes[0], recipes.items()):
-    data = {r.config.get("data.name", "?") for r in runs}
-    for i, (name, rs) in enumerate(sorted(_by_model(runs).items())):
-      c = colors[i % len(colors)]
+    data = {str(r.config.get("data.name", "?")) for r in runs}
+    by_model = sorted(_by_model(runs).items())
+    for (name, rs), c in zip(by_model, plots.group_colors(len(by_model))):
       for j, r in enumerate(rs):
         ev = r.evals
-        ax.plot([x["epoch"] for x in ev], [100 * x["test_accuracy"] for x in ev], "-", color=c, lw=1.5,
-                label=name if j == 0 else None)
+        ax.plot([x["epoch"] for x in ev], [100 * plots.as_float(x["test_accuracy"]) for x in ev], "-", color=c,
+                lw=1.5, label=f"{name} ({len(rs)} seed{'s' if len(rs) > 1 else ''})" if j == 0 else None)
       ref = reference_accuracy(name)
       if ref is not None:
-        ax.axhline(100 * ref[0], color=c, ls="--", lw=1, label=f"{name}: {100 * ref[0]:.2f}% ({ref[1]}, CIFAR-10)")
+        ax.axhline(100 * ref[0], color=c, ls="--", lw=1, label=f"{name} published: {100 * ref[0]:.2f}% ({ref[1]})")
     ax.set_title(f"{TITLES[recipe]} on {', '.join(sorted(data))}")
-    ax.set_xlabel("epoch")
+    plots.epoch_axis(ax)
     ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    plots.grid(ax)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+  fig.suptitle("test accuracy per epoch; dashed: the published CIFAR-10 accuracy, for orientation")
   save_figure(fig, path)
 
 

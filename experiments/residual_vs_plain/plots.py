@@ -3,7 +3,8 @@
     python experiments/residual_vs_plain/plots.py SWEEP_DIR
 
 Writes SWEEP_DIR/figure6.png (training error dashed, test error solid, against
-iterations; plain networks left, residual right) and SWEEP_DIR/table6.md (final
+iterations; plain networks left, residual right; the mean over seeds with the test
+error's range shaded) and SWEEP_DIR/table6.md (final
 test error, mean and range over seeds -- the last evaluation, never the best --
 beside the paper's published errors).
 """
@@ -13,6 +14,9 @@ from __future__ import annotations
 import re
 import sys
 
+import numpy as np
+
+from xnn import plots
 from xnn.references import HE2015_CIFAR10_TEST_ERROR as PAPER_ERROR
 from xnn.sweeps.experiments import plots_main
 from xnn.sweeps.report import collect, mean_range, save_figure
@@ -23,29 +27,39 @@ def _depth(name: str) -> int:
   return int(re.search(r"\d+$", name).group())
 
 
+def _mean_curve(rs, kind: str, key: str):
+  """(steps, mean %, min %, max %) of an error curve over the seeds ``rs`` (steps every seed reached)."""
+  curves = [{x["step"]: 100 * (1 - plots.as_float(x[key])) for x in r.records if x["type"] == kind} for r in rs]
+  steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+  vals = np.array([[c[s] for s in steps] for c in curves]) if steps else np.zeros((0, 0))
+  return steps, vals.mean(0) if steps else [], vals.min(0) if steps else [], vals.max(0) if steps else []
+
+
 def figure6(runs, path: str) -> None:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  """Training error (dashed) and test error (solid) against iterations, plain left, residual right;
+  several seeds: their mean, with the min-max range shaded for the test error."""
+  plt = plots.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  seeds = max(len([r for r in runs if r.config["model.name"] == n]) for n in {r.config["model.name"] for r in runs})
+  data = ", ".join(sorted({str(r.config.get("data.name", "?")) for r in runs}))
   for ax, kind in zip(axes, ("plain", "resnet")):
-    names = sorted({r.config["model.name"] for r in runs if r.config["model.name"].startswith(kind)},
-                   key=_depth)
-    for i, name in enumerate(names):
+    names = sorted({r.config["model.name"] for r in runs if r.config["model.name"].startswith(kind)}, key=_depth)
+    colors = plots.group_colors(len(names))
+    for name, c in zip(names, colors):
       rs = [r for r in runs if r.config["model.name"] == name]
-      r = rs[0]
-      train = [x for x in r.records if x["type"] == "train"]
-      ev = r.evals
-      c = colors[i % len(colors)]
-      ax.plot([x["step"] for x in train], [100 * (1 - x["accuracy"]) for x in train], "--", color=c, lw=1)
-      ax.plot([x["step"] for x in ev], [100 * (1 - x["test_accuracy"]) for x in ev], "-", color=c, lw=2,
-              label=f"{kind}-{name[len(kind):]}")
+      steps, mean, _, _ = _mean_curve(rs, "train", "accuracy")
+      ax.plot(steps, mean, "--", color=c, lw=1)
+      steps, mean, lo, hi = _mean_curve(rs, "eval", "test_accuracy")
+      ax.plot(steps, mean, "-", color=c, lw=2, label=f"{kind}-{name[len(kind):]}")
+      if len(rs) > 1:
+        ax.fill_between(steps, lo, hi, color=c, alpha=0.15, lw=0)
     ax.set_title("plain networks" if kind == "plain" else "residual networks")
-    ax.set_xlabel("iterations")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    plots.epoch_axis(ax, "iterations")
+    plots.grid(ax)
+    ax.legend(loc="upper right")
   axes[0].set_ylabel("error (%)  (dashed: training, solid: test)")
+  fig.suptitle(f"He et al. 2015, Figure 6, on {data}: " + (f"mean of {seeds} seeds, test range shaded"
+                                                            if seeds > 1 else "one seed"))
   save_figure(fig, path)
 
 
