@@ -221,3 +221,17 @@ def test_tuple_values_as_flags_and_names():
   from xnn.commands.train import parse
   config, _ = parse(s.overrides(run))
   assert config.schedule.boundaries == (400, 32000, 48000) and config.schedule.scales == (10, 0.1, 0.1)
+
+
+def test_load_sweep_checks_its_config_and_fields_before_anything_runs(tmp_path):
+  cfg = tmp_path / "bad.py"
+  cfg.write_text(SWEEP_CONFIG.replace('s.values("train.batch_size", [64, 128])', 's.values("train.batchsize", [64])'))
+  with pytest.raises(ValueError, match="sets 'train.batchsize', which is not a config field"):
+    s.load_sweep(str(cfg))
+  ok = tmp_path / "ok.py"
+  ok.write_text(SWEEP_CONFIG.replace('s.values("train.batch_size", [64, 128])',
+                                     's.values("model.kwargs.head", ["pixel", "gap_linear"])'))
+  names = [n for n, _ in s.load_sweep(str(ok))]
+  assert names[:2] == ["model.kwargs.head-pixel__seed-0", "model.kwargs.head-pixel__seed-1"]
+  with pytest.raises(ValueError, match="arg must be one of quick, tiny"):
+    s.load_sweep(os.path.join(REPO, "experiments", "residual_vs_plain", "config.py") + ":bogus")

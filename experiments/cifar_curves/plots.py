@@ -56,7 +56,7 @@ def curves(recipes: dict[str, list], path: str) -> None:
     plots.epoch_axis(ax)
     ax.set_ylabel("test accuracy (%)")
     plots.grid(ax)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
   fig.suptitle("test accuracy per epoch; dashed: the published CIFAR-10 accuracy, for orientation")
   save_figure(fig, path)
 

@@ -31,10 +31,15 @@ QUICK_DEPTHS = (20, 56)    # Figure 6's contrast: plain-56 trains worse than pla
 MODES = ("quick", "tiny", "full", "full_45k", "full_110")
 
 
-def get_config(arg: str | None = None):
+def _mode(arg: str | None) -> str:
   mode = common.parse_arg(arg, mode="quick")["mode"]
   if mode not in MODES:
     raise ValueError(f"arg must be one of {', '.join(MODES)}, got {arg!r}")
+  return mode
+
+
+def get_config(arg: str | None = None):
+  mode = _mode(arg)
   c = common.he2015_cifar10(_default())
   c.model.name = "resnet20"
   c.train.bn_stats = "groups"        # BN over 64 images, as on the paper's two GPUs
@@ -60,7 +65,7 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-  mode = common.parse_arg(arg, mode="quick")["mode"]
+  mode = _mode(arg)
   if mode == "full_110":
     return s.product(s.values("model.name", ["resnet110"]), s.seeds(5))
   depths = {"quick": QUICK_DEPTHS, "tiny": (20,)}.get(mode, DEPTHS)

@@ -56,6 +56,9 @@ class RunRecord:
 
 
 def collect(sweep_dir: str) -> list[RunRecord]:
+  """The runs (sub-folders with a ``metrics.jsonl``) of a sweep folder."""
+  if not os.path.isdir(sweep_dir):
+    raise FileNotFoundError(f"sweep folder {sweep_dir!r} does not exist")
   runs = []
   for name in sorted(os.listdir(sweep_dir)):
     d = os.path.join(sweep_dir, name)

@@ -96,7 +96,11 @@ def named_runs(sweep: Sequence[Run]) -> list[tuple[str, Run]]:
 
 
 def load_sweep(config_spec: str) -> list[tuple[str, Run]]:
-  """The named runs of ``FILE[:ARG]``'s ``get_sweep(arg)``."""
+  """The named runs of ``FILE[:ARG]``'s ``get_sweep(arg)``.
+
+  Checked before anything runs: ``get_config(arg)`` must give a valid config, and
+  every field a run sets must exist in it (``model.kwargs`` is open).
+  """
   import importlib.util
   import os
   path, _, arg = config_spec.partition(":")
@@ -107,4 +111,19 @@ def load_sweep(config_spec: str) -> list[tuple[str, Run]]:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{path} defines no get_sweep(arg); a sweep config needs one beside get_config")
-  return named_runs(module.get_sweep(arg or None))
+  runs = named_runs(module.get_sweep(arg or None))
+  from xnn.configs.schema import resolve
+  config = resolve(module.get_config(arg or None))
+  for name, run in runs:
+    for field in run:
+      section, known = config, True
+      for part in field.split("."):
+        if section is config.model.kwargs:
+          break
+        known = hasattr(section, "keys") and part in section
+        if not known:
+          break
+        section = section[part]
+      if not known:
+        raise ValueError(f"sweep run {name!r} sets {field!r}, which is not a config field")
+  return runs

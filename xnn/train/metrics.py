@@ -11,6 +11,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from typing import Any, Iterable
 
 import jax
@@ -60,6 +61,7 @@ class MetricsWriter:
     self.enabled = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.curves_path = os.path.join(workdir, "curves.png")
+    self._plotted_at = -math.inf
     self._tb = None
     if not self.enabled:
       return
@@ -86,9 +88,12 @@ class MetricsWriter:
           self._tb.add_scalar(f"{kind}/{k}", v, step)
     return rec
 
-  def plot(self, title: str = "") -> None:
-    if self.enabled:
+  def plot(self, title: str = "", force: bool = False, every_s: float = 30.0) -> None:
+    """Redraws ``curves.png``: at most every ``every_s`` seconds (drawing takes a few tenths of a
+    second, a noticeable share of a short run's evaluations), always when ``force``."""
+    if self.enabled and (force or time.monotonic() - self._plotted_at >= every_s):
       plot_curves(self.records, self.curves_path, title)
+      self._plotted_at = time.monotonic()
 
   def close(self) -> None:
     if self.enabled:

@@ -370,7 +370,7 @@ class Loop:
       self.last_eval = self.writer.write("eval", step, epoch=step / self.plan.steps_per_epoch,
                                          test_loss=sums["loss_sum"] / n, test_accuracy=sums["correct"] / n,
                                          test_examples=int(n))
-      self.writer.plot(self.title)
+      self.writer.plot(self.title, force=step == self.plan.total_steps)
     self.progress.say(f"step {step}/{self.plan.total_steps} epoch {step / self.plan.steps_per_epoch:.1f}: "
                       f"train loss {self.last['loss']:.4f} acc {self.last['accuracy']:.4f} | "
                       f"test loss {self.last_eval['test_loss']:.4f} acc {self.last_eval['test_accuracy']:.4f}")
