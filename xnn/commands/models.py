@@ -20,7 +20,6 @@ import ast
 import hashlib
 import importlib.metadata
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -63,11 +62,9 @@ def source_key(kind: str) -> str:
 
 
 def cache_dir() -> Path:
-  """Per-user cache folder of the model numbers (the convention of xnn.train.compilation)."""
-  if os.environ.get("XNN_CACHE_DIR"):
-    return Path(os.environ["XNN_CACHE_DIR"]) / "models"
-  base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return Path(base) / "xnn" / "models"
+  """Per-user cache folder of the model numbers (``xnn.train.compilation.user_cache_dir``)."""
+  from xnn.train.compilation import user_cache_dir
+  return Path(user_cache_dir("models"))
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -42,11 +42,13 @@ _COUNT_EVENTS = {
 }
 
 
-def user_cache_dir() -> str:
+def user_cache_dir(sub: str = "jax") -> str:
+  """``$XNN_CACHE_DIR/<sub>``, else ``$XDG_CACHE_HOME/xnn/<sub>`` (``~/.cache/xnn/<sub>``): xnn's
+  per-user caches (compiled programs; ``xnn models``'s counts under ``models``)."""
   if os.environ.get("XNN_CACHE_DIR"):
-    return os.path.join(os.environ["XNN_CACHE_DIR"], "jax")
+    return os.path.join(os.environ["XNN_CACHE_DIR"], sub)
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-  return os.path.join(base, "xnn", "jax")
+  return os.path.join(base, "xnn", sub)
 
 
 def cache_dir_for(setting: str, workdir: str) -> str | None:
