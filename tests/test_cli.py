@@ -77,10 +77,10 @@ def test_run_catches_expected_errors_only(monkeypatch, capsys):
     return main
 
   module.main = raising(FileNotFoundError(2, "No such file or directory", "runs/sweep"))
-  assert cli.main(["fake"]) == 1
+  assert cli.main(["fake"]) == 2
   assert capsys.readouterr().err == "xnn fake: error: No such file or directory: runs/sweep\n"
   module.main = raising(KeyboardInterrupt())
-  assert cli.main(["fake"]) == 130
+  assert cli.main(["fake"]) == 230
   assert capsys.readouterr().err == "xnn fake: interrupted\n"
   module.main = raising(RuntimeError("a bug"))                  # not bad input: the traceback stays
   with pytest.raises(RuntimeError):

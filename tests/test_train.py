@@ -111,19 +111,29 @@ def test_kill_and_resume_is_bit_identical(tmp_path):
   assert compiles[2]["cache_misses"] == 0
   fa, fb = (json.load(open(os.path.join(d, "final.json"))) for d in (a, b))
   assert fa["test_accuracy"] == fb["test_accuracy"] and fa["test_loss"] == fb["test_loss"]
+  # Resumed mid-epoch (checkpoints every 7 of 22 steps per epoch): the epoch's train metrics kept
+  # their pre-kill part, so every epoch and eval record equals the uninterrupted run's.
+  for kind in ("epoch", "eval"):
+    ra, rb = ([r for r in read_metrics(os.path.join(d, "metrics.jsonl")) if r["type"] == kind] for d in (a, b))
+    assert ra == rb and len(ra) == 6, kind
+  # The wall time adds up both segments.
+  assert [s["from_step"] for s in fb["segments"]] == [0, stopped_at] and len(fa["segments"]) == 1
+  assert fb["wall_time_s"] == pytest.approx(sum(s["wall_s"] for s in fb["segments"]))
 
 
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning(tiny_config, tmp_path, capsys):
   tiny_config.train.num_epochs = 3
   train_and_evaluate(tiny_config, str(tmp_path))
   _, good = final_params(str(tmp_path))
-  # Corrupt the newest checkpoint (step 66): truncate every file of its state.
+  # A run killed after its last checkpoint (no final.json), whose newest checkpoint (step 66) is then
+  # corrupted: every file of its state truncated.
+  os.unlink(tmp_path / "final.json")
   for root, _, files in os.walk(tmp_path / "checkpoints" / "66" / "state"):
     for f in files:
       open(os.path.join(root, f), "wb").close()
   r = train_and_evaluate(tiny_config, str(tmp_path))
   out = capsys.readouterr().out
-  assert "checkpoint at step 66 is corrupt" in out
+  assert "checkpoint at step 66 does not verify" in out
   assert "Resuming from the checkpoint at step 44" in out
   assert r.step == 66
   _, again = final_params(str(tmp_path))
@@ -207,7 +217,7 @@ def test_model_kwargs_from_the_command_line(tmp_path):
   assert config.train.num_epochs == 3
   cmd = [sys.executable, "-m", "xnn.cli", "train", f"--workdir={tmp_path}/w", "--config.model.kwargs.widht=2"]
   p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
-  assert p.returncode == 1 and "xnn train: error: model.kwargs {'widht': 2} do not fit model 'lenet5'" in p.stderr
+  assert p.returncode == 2 and "xnn train: error: model.kwargs {'widht': 2} do not fit model 'lenet5'" in p.stderr
   assert "Traceback" not in p.stderr and not (tmp_path / "w" / "metrics.jsonl").exists()
 
 

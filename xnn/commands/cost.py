@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from xnn.commands import CommandError
+from xnn.commands import ArgumentParser, CommandError, positive_int
 
 
 def _parse_input(text: str) -> tuple[int, ...]:
@@ -20,24 +20,14 @@ def _parse_input(text: str) -> tuple[int, ...]:
   return dims
 
 
-def _positive_int(text: str) -> int:
-  try:
-    n = int(text)
-  except ValueError:
-    n = 0
-  if n <= 0:
-    raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive integer")
-  return n
-
-
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="xnn cost", description=__doc__)
+  p = ArgumentParser(prog="xnn cost", description=__doc__)
   p.add_argument("model", help="registered model name (see 'xnn models')")
   p.add_argument("--input", type=_parse_input, default=None, help="input shape without batch, e.g. 224,224,3")
-  p.add_argument("--batch", type=_positive_int, default=1, help="batch size (default 1)")
+  p.add_argument("--batch", type=positive_int, default=1, help="batch size (default 1)")
   p.add_argument("--train", action="store_true", help="also cost the backward pass and training memory")
   p.add_argument("--per-layer", action="store_true", help="print every layer (default: totals only)")
-  p.add_argument("--depth", type=int, default=None, help="collapse rows to module-path depth K")
+  p.add_argument("--depth", type=positive_int, default=None, help="collapse rows to module-path depth K")
   p.add_argument("--format", choices=("table", "markdown", "csv", "json"), default="table")
   p.add_argument("--device", default=None, help="roofline preset (h100, h200, tpu-v4, tpu-v5e) or 'measure'")
   p.add_argument("--erf", default=None, metavar="PNG", help="compute the effective receptive field, save a heat map")
@@ -47,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
   args = parser().parse_args(argv)
   import xnn.models as M
-  from xnn.cost import analyze_model, get_device
+  from xnn.cost import get_device
   from xnn.cost.render import render
 
   info = M.info(args.model)      # an unknown name raises UnknownNameError, listing the registered ones
@@ -55,18 +45,13 @@ def main(argv: list[str]) -> int:
   shape = tuple(args.input or info.input_shape)
   if args.erf and not os.path.isdir(os.path.dirname(os.path.abspath(args.erf))):
     raise CommandError(f"--erf {args.erf}: folder {os.path.dirname(os.path.abspath(args.erf))} does not exist")
-  try:
-    rep = analyze_model(args.model, input_shape=args.input, batch=args.batch, train=args.train)
-  except Exception as e:  # any failure to trace at this shape is a usage error
-    raise CommandError(f"cannot analyse {args.model} at input {','.join(map(str, shape))} "
-                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); expected an input "
-                       f"the network accepts, e.g. its default {','.join(map(str, info.input_shape))}") from e
+  rep = _analyze(args.model, info, shape, args.batch, args.train)
   erf = None
   if args.erf:
     try:
       erf = _erf(args.model, args.input, args.erf)
-    except OSError:
-      raise
+    except OSError as e:
+      raise CommandError(f"--erf {args.erf}: cannot write the heat map: {e.strerror or e}") from e
     except Exception as e:  # e.g. a model without spatial feature maps
       raise CommandError(f"cannot compute the effective receptive field of {args.model} at input "
                          f"{','.join(map(str, shape))}: {type(e).__name__}: {e}") from e
@@ -88,6 +73,29 @@ def main(argv: list[str]) -> int:
                f"heat map {args.erf}")
   print(text)
   return 0
+
+
+def _analyze(name: str, info, shape: tuple[int, ...], batch: int, train: bool):
+  """``analyze_model`` at (batch, *shape); an input the model cannot take is a ``CommandError`` naming both."""
+  from xnn.cost import analyze_model
+  axes = {3: " (H,W,C)", 2: " (T,F)"}.get(len(info.input_shape), "")
+  default = ",".join(map(str, info.input_shape))
+  at = f"cannot analyse {name} at input {','.join(map(str, shape))}"
+  if len(shape) != len(info.input_shape):
+    raise CommandError(f"{at}: expected {len(info.input_shape)} dimensions{axes} like its default input {default}")
+  small = any(s < d for s, d in zip(shape, info.input_shape))
+  why = "too small for the network" if small else "the network does not take it"
+  try:
+    rep = analyze_model(name, input_shape=shape, batch=batch, train=train)
+  except Exception as e:  # any failure to trace at this shape is a usage error
+    first = str(e).splitlines()[0] if str(e) else ""
+    raise CommandError(f"{at}{axes}: {why} (its default input is {default}); "
+                       f"underlying error {type(e).__name__}: {first}") from e
+  empty = next((L for L in rep.layers if L.output_shape is not None and 0 in tuple(L.output_shape)), None)
+  if empty is not None:
+    raise CommandError(f"{at}{axes}: too small for the network, layer {empty.name} would output shape "
+                       f"{tuple(empty.output_shape)} (its default input is {default})")
+  return rep
 
 
 def _erf(name, input_shape, png):

@@ -15,7 +15,6 @@ stderr, and kept per user in ``$XNN_CACHE_DIR/models``, else
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
 import importlib.metadata
@@ -28,7 +27,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from xnn.commands import CommandError
+from xnn.commands import ArgumentParser, CommandError
 
 PACKAGE = Path(__file__).resolve().parents[1]
 CATALOG = PACKAGE / "models" / "catalog.json"
@@ -295,7 +294,7 @@ def print_table(rows: list[dict[str, Any]], with_macs: bool) -> None:
 
 
 def main(argv: list[str]) -> int:
-  parser = argparse.ArgumentParser(prog="xnn models", description=__doc__.split("\n")[0])
+  parser = ArgumentParser(prog="xnn models", description=__doc__.split("\n")[0])
   parser.add_argument("--family", help="only this family (serial, parallel, dense, residual, ...)")
   parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
   parser.add_argument("--macs", action="store_true", help="add the MACs column (forward pass, batch 1)")

@@ -11,18 +11,19 @@ import argparse
 import shlex
 import sys
 
-from xnn.commands import CommandError
+from xnn.commands import ArgumentParser, CommandError, positive_int
+from xnn.configs import config_path
 from xnn.sweeps import launchers, load_sweep
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="xnn sweep", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = ArgumentParser(prog="xnn sweep", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("config", help="config file defining get_config(arg) and get_sweep(arg), FILE[:ARG]")
   p.add_argument("--workdir", required=True, help="sweep folder; each run gets DIR/<run name>")
   p.add_argument("--launcher", choices=("local", "tpu", "slurm"), default="local")
   p.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
-  p.add_argument("--parallel", type=int, default=1, help="local: runs at a time (GPUs are split between them)")
+  p.add_argument("--parallel", type=positive_int, default=1, help="local: runs at a time (GPUs are split between them)")
   t = p.add_argument_group("tpu")
   t.add_argument("--tpu-name")
   t.add_argument("--zone")
@@ -31,8 +32,8 @@ def parser() -> argparse.ArgumentParser:
   t.add_argument("--runtime-version", default="v2-alpha-tpuv5-lite")
   t.add_argument("--create", action="store_true", help="create the TPU slice first")
   s = p.add_argument_group("slurm")
-  s.add_argument("--nodes", type=int, default=1)
-  s.add_argument("--gpus-per-node", type=int, default=8)
+  s.add_argument("--nodes", type=positive_int, default=1)
+  s.add_argument("--gpus-per-node", type=positive_int, default=8)
   s.add_argument("--partition", default="")
   s.add_argument("--time", default="24:00:00")
   s.add_argument("--setup", default="source .venv/bin/activate", help="shell line run before training")
@@ -45,7 +46,8 @@ def main(argv: list[str]) -> int:
     i = argv.index("--")
     argv, extra = argv[:i], argv[i + 1:]
   a = parser().parse_args(argv)
-  specs = launchers.run_specs(load_sweep(a.config), a.workdir)
+  a.config = config_path(a.config)
+  specs = launchers.run_specs(_load(a.config), a.workdir)
   print(f"{len(specs)} runs in {a.workdir} ({sum(s.finished for s in specs)} finished)")
   if a.launcher == "local":
     try:
@@ -69,6 +71,22 @@ def main(argv: list[str]) -> int:
   opt = launchers.SlurmOptions(a.nodes, a.gpus_per_node, a.partition, a.time, setup=a.setup)
   launchers.launch_slurm(specs, a.config, opt, extra=extra, dry_run=a.dry_run)
   return 0
+
+
+def _load(spec: str):
+  """The sweep's named runs; a config that does not load is one ``ConfigError`` naming the file."""
+  from xnn.configs import ConfigError, describe_error, load_config
+  load_config(spec)          # the file, its import and get_config(arg), each with its own error
+  path = spec.partition(":")[0]
+  try:
+    return load_sweep(spec)
+  except (ConfigError, OSError):
+    raise
+  except ValueError as e:  # a bad sweep, named by load_sweep or the user's get_sweep
+    raise ConfigError(f"config {path!r}: {e}") from e
+  except Exception as e:  # an error in the user's get_sweep
+    raise ConfigError(f"config {path!r}: get_sweep failed: {describe_error(e)}",
+                      hint="--debug shows the traceback") from e
 
 
 def _summary(specs, status) -> None:

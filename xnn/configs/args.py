@@ -11,11 +11,18 @@ bare name that is a boolean option of ``spec`` switches it on::
 ``parse_value(text)`` reads one value: a Python literal (``3``, ``0.5``, ``'B'``,
 ``(1, 2)``, ``True``/``true``) or else the text itself as a string (``pixel``,
 ``train[:45000]``). Both raise ``ValueError`` naming the text and what was expected.
+
+``override_error(message)`` rewrites absl's error for a ``--config.FIELD=TEXT`` override
+it could not parse (``flag --config.train.num_epochs=abc: invalid literal for int() ...``)
+as one line naming the field, the text and what the field takes
+(``xnn.configs.schema.RANGES``). Values that absl does parse (``schedule.boundaries=abc``
+is the tuple ``('abc',)``) are checked by ``xnn.configs.schema.resolve``.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from typing import Any
 
 _BOOLS = {"true": True, "false": False}
@@ -88,3 +95,20 @@ def parse_arg(arg: str | None, *, lazy: bool = False, **spec: Any) -> dict[str, 
       raise ValueError(f"config argument {arg!r}: unknown option {name!r}; expected {', '.join(names) or 'none'}")
     out[name] = _convert(name, value, spec.get(name))
   return out
+
+
+# absl.flags' IllegalFlagValueError text: "flag --NAME=ARGUMENT: REASON"
+_FLAG_ERROR = re.compile(r"flag --config\.([A-Za-z_][\w.]*)=(.*?): ", re.DOTALL)
+
+
+def override_error(message: str) -> str:
+  """absl's error for an unparsable ``--config.FIELD=TEXT`` as one line naming FIELD, TEXT and what
+  FIELD takes; any other message comes back unchanged."""
+  match = _FLAG_ERROR.match(message)
+  if match is None:
+    return message
+  from xnn.configs import schema
+  path, text = match.groups()
+  if path not in schema.RANGES:
+    return message
+  return f"config key {path!r} {schema.expectation(path)}, got {text!r}"

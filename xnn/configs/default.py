@@ -6,9 +6,11 @@ Expected:  test accuracy >= 97% (README results table has the measured figure).
 
 Every other config starts from this one (``get_config()``) and changes fields;
 the field set here is the schema (``xnn.configs.schema``): an unknown key, a value
-of the wrong type or a value outside a field's choices is an error before anything
-is read or compiled. ``model.kwargs`` is open: any factory argument of the model,
-e.g. ``--config.model.kwargs.shortcut=B``.
+of the wrong type or a value outside a field's range (``schema.RANGES``: e.g.
+``keep_checkpoints >= 1``, ``label_smoothing`` in [0, 1), finite rates) is an error
+before anything is read or compiled; a new field needs its range there.
+``model.kwargs`` is open: any factory argument of the model, e.g.
+``--config.model.kwargs.shortcut=B``.
 """
 
 import ml_collections
@@ -52,19 +54,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64          # global batch, split over every device of every host
-  c.train.num_epochs = 20
+  c.train.num_epochs = 20          # 0 only with num_steps > 0
   c.train.num_steps = 0            # >0 overrides num_epochs (iteration-based recipes)
   c.train.eval_batch_size = 256
-  c.train.eval_every_epochs = 1.0  # fractions allowed
+  c.train.eval_every_epochs = 1.0  # > 0; fractions allowed
   c.train.log_every_steps = 10
   c.train.checkpoint_every_steps = 0   # 0: at every eval
-  c.train.keep_checkpoints = 3
+  c.train.keep_checkpoints = 3     # >= 1: a re-run resumes from the newest
   c.train.bn_stats = "global"      # global | per_device | groups (see docs in xnn/train/step.py)
   c.train.bn_group_size = 0        # examples per BN group when bn_stats == "groups"
   c.train.device_resident = "auto"   # auto | on | off: training set on the devices (auto: when it fits)
   c.train.device_resident_max_mb = 1024  # auto/on: only if the float32 set fits in this per device
   c.train.steps_per_dispatch = 0   # device-resident: steps per lax.scan dispatch (0: auto)
-  c.train.label_smoothing = 0.0
+  c.train.label_smoothing = 0.0    # in [0, 1)
+  c.train.init_from = ""           # a workdir: this (new) run starts from its newest verified weights
   c.train.compilation_cache = "user"   # user | workdir | off | DIR: JAX's persistent cache (xnn/train/compilation.py)
   c.train.compilation_cache_min_s = 0.5  # store programs that took at least this long to compile
   c.train.compilation_cache_max_gb = 4.0 # LRU bound (and file-locked for parallel runs); <= 0: unbounded

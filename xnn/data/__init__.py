@@ -5,5 +5,6 @@
 """
 
 from xnn.data.datasets import DATASETS, ArraySource, Dataset, from_arrays, load_dataset, register_dataset
+from xnn.data.errors import DataError
 
-__all__ = ["DATASETS", "ArraySource", "Dataset", "from_arrays", "load_dataset", "register_dataset"]
+__all__ = ["DATASETS", "ArraySource", "DataError", "Dataset", "from_arrays", "load_dataset", "register_dataset"]

@@ -10,12 +10,16 @@ from ``data.manual_dir`` on machines without network.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 from typing import Any, Callable
 
 import numpy as np
 
+from xnn.data.errors import DataError
 from xnn.registry import Registry
 
 # Evaluation batches carry, besides the dataset's keys, this (N,) flag: 1 for a real
@@ -38,9 +42,42 @@ class Dataset:
   label_key: str = "label"
   mask_key: str | None = None
 
+  _label_stats: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
   @property
   def element_shape(self) -> tuple[int, ...]:
     return tuple(np.shape(self.train[0][self.input_keys[0]]))
+
+  def label_stats(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct labels of ``split`` ("train" or "test") and how many examples carry each.
+
+    Steps outside ``mask_key`` do not count. Read once per split, then kept: in-memory
+    arrays in one NumPy pass, other sources by reading every record once.
+    """
+    if split not in self._label_stats:
+      self._label_stats[split] = source_label_stats(getattr(self, split), self.label_key, self.mask_key)
+    return self._label_stats[split]
+
+  def check_labels(self, num_classes: int | None = None, against: str = "") -> None:
+    """Every label of both splits must lie in [0, ``num_classes``) (default: the dataset's class count).
+
+    Raises a :class:`DataError` naming the worst label (the largest too large, else the
+    smallest negative), how many examples carry it, the split and the class count.
+    ``against`` says what the count is (e.g. "the model's 5 classes (model.num_classes=5)").
+    """
+    n = self.num_classes if num_classes is None else int(num_classes)
+    against = against or f"the {n} classes of dataset {self.name}"
+    for split in ("train", "test"):
+      values, counts = self.label_stats(split)
+      bad = (values < 0) | (values >= n)
+      if not bad.any():
+        continue
+      worst = int(np.argmax(values)) if values.max() >= n else int(np.argmin(values))
+      more = ""
+      if bad.sum() > 1:
+        more = f"; {int(bad.sum())} labels are out of range, in {int(counts[bad].sum())} examples"
+      raise DataError(f"{split} labels must be in [0, {n}), {against}: label {int(values[worst])} appears in "
+                      f"{int(counts[worst])} examples (split {split}){more}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +98,117 @@ def register_dataset(name: str, description: str = ""):
 
 
 def load_dataset(data_config: Any) -> Dataset:
-  """The dataset ``data_config.name`` (unknown names list the registered ones)."""
-  return DATASETS.get(data_config.name).load(data_config)
+  """The dataset ``data_config.name`` (unknown names list the registered ones), labels checked.
+
+  Every label must lie in [0, num_classes) (:meth:`Dataset.check_labels`); TFDS data reads
+  its label column once for it.
+  """
+  ds = DATASETS.get(data_config.name).load(data_config)
+  ds.check_labels()
+  return ds
+
+
+def read_labels(source: Any, label_key: str, mask_key: str | None,
+                chunk: int = 4096) -> tuple[np.ndarray, np.ndarray | None]:
+  """All labels of ``source`` and their mask (None without ``mask_key``), stacked along the first axis.
+
+  An :class:`ArraySource` hands over its arrays; other sources are read record by record
+  (``__getitems__`` in chunks where they have it, as TFDS's ArrayRecord sources do).
+  """
+  arrays = getattr(source, "arrays", None)
+  if isinstance(arrays, dict) and label_key in arrays:
+    mask = arrays.get(mask_key) if mask_key else None
+    return np.asarray(arrays[label_key]), None if mask is None else np.asarray(mask)
+  n = len(source)
+  labels, masks = [], []
+  getitems = getattr(source, "__getitems__", None)
+  for start in range(0, n, chunk):
+    idx = list(range(start, min(n, start + chunk)))
+    try:
+      records = getitems(idx) if getitems is not None else [source[i] for i in idx]
+    except TypeError:       # a __getitems__ of another signature (tfds.testing.mock_data's source)
+      getitems = None
+      records = [source[i] for i in idx]
+    labels.append(np.stack([np.asarray(r[label_key]) for r in records]))
+    if mask_key:
+      masks.append(np.stack([np.asarray(r[mask_key]) for r in records]))
+  if not labels:
+    return np.zeros((0,), np.int64), None
+  return np.concatenate(labels), np.concatenate(masks) if mask_key else None
+
+
+def source_label_stats(source: Any, label_key: str, mask_key: str | None) -> tuple[np.ndarray, np.ndarray]:
+  """:func:`label_counts` of a source; for a prepared TFDS split, kept in a file beside it after one read."""
+  stats = _cached_label_stats(source, label_key, mask_key)
+  if stats is None:
+    stats = label_counts(*read_labels(source, label_key, mask_key))
+    _store_label_stats(source, label_key, mask_key, stats)
+  return stats
+
+
+def _label_cache_file(source: Any, label_key: str, mask_key: str | None) -> tuple[str, str] | None:
+  """(cache file, fingerprint) of a TFDS source's label counts; None for other sources.
+
+  A prepared split's files never change, so their names, sizes and mtimes identify its labels.
+  """
+  info = getattr(source, "dataset_info", None)
+  folder = getattr(info, "data_dir", None)
+  if folder is None or not os.path.isdir(folder):
+    return None
+  split = str(getattr(source, "split", ""))
+  tag = hashlib.sha256(f"{split}\0{label_key}\0{mask_key}".encode()).hexdigest()[:16]
+  stamp = [(f, st.st_size, st.st_mtime_ns) for f in sorted(os.listdir(folder)) if ".array_record" in f
+           for st in [os.stat(os.path.join(folder, f))]]
+  return os.path.join(folder, f"xnn_labels.{tag}.json"), hashlib.sha256(repr((split, stamp)).encode()).hexdigest()
+
+
+def _cached_label_stats(source: Any, label_key: str, mask_key: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+  """The label counts stored next to a prepared TFDS split, if they are there and current."""
+  where = _label_cache_file(source, label_key, mask_key)
+  if where is None:
+    return None
+  try:
+    with open(where[0]) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    return None
+  if stored.get("fingerprint") != where[1]:
+    return None
+  return np.asarray(stored["values"], np.int64), np.asarray(stored["counts"], np.int64)
+
+
+def _store_label_stats(source: Any, label_key: str, mask_key: str | None,
+                       stats: tuple[np.ndarray, np.ndarray]) -> None:
+  """Writes a TFDS split's label counts next to it (atomically; skipped where the folder is read-only)."""
+  where = _label_cache_file(source, label_key, mask_key)
+  if where is None:
+    return
+  tmp = f"{where[0]}.{os.getpid()}.tmp"
+  try:
+    with open(tmp, "w") as f:
+      json.dump({"fingerprint": where[1], "values": stats[0].tolist(), "counts": stats[1].tolist()}, f)
+    os.replace(tmp, where[0])
+  except OSError:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+
+
+def label_counts(labels: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """(distinct labels, number of examples carrying each); per-step labels (N, T) count each example once."""
+  labels = np.asarray(labels)
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise DataError(f"labels must be integer class ids, got {labels.dtype}")
+  if labels.ndim <= 1 and mask is None:
+    return np.unique(labels, return_counts=True)
+  flat = labels.reshape(len(labels), -1)
+  keep = np.ones(flat.shape, bool) if mask is None else np.asarray(mask).reshape(flat.shape) > 0
+  rows = np.broadcast_to(np.arange(len(flat), dtype=np.int64)[:, None], flat.shape)[keep]
+  values = flat[keep].astype(np.int64)
+  if values.size == 0:
+    return np.unique(values, return_counts=True)
+  low = values.min()
+  pairs = np.unique((values - low) * len(flat) + rows)    # one code per (label, example)
+  return np.unique(pairs // len(flat) + low, return_counts=True)
 
 
 def _tfds_data_dir(data_config: Any) -> str:
@@ -71,32 +217,57 @@ def _tfds_data_dir(data_config: Any) -> str:
                             or tfds.core.constants.DATA_DIR)
 
 
+def _remove_empty_folders(folder: str, stop: str) -> None:
+  """Removes ``folder`` and its parents up to (not including) ``stop`` while they are empty."""
+  stop = os.path.abspath(stop)
+  folder = os.path.abspath(folder)
+  while folder.startswith(stop + os.sep):
+    try:
+      if os.path.isdir(folder):
+        os.rmdir(folder)
+    except OSError:
+      return
+    folder = os.path.dirname(folder)
+
+
 def tfds_sources(builder_name: str, data_config: Any, splits: tuple[str, str] = ("train", "test"),
                  builder: Any = None) -> tuple[Any, Any]:
   """Prepares (if needed) and opens a TF-free TFDS builder as ArrayRecord sources.
 
   Preparation holds a file lock in the data directory: processes that start together
   (the runs of a sweep, the hosts of a job sharing a filesystem) prepare a dataset
-  once, the others wait and read it.
+  once, the others wait and read it. A builder whose original files (its ``ARCHIVES``)
+  are missing and cannot be downloaded fails at once, naming them and ``data.manual_dir``
+  (:func:`xnn.data.builders.common.check_archives`, first thing in its ``_split_generators``).
   """
   import filelock
   import tensorflow_datasets as tfds
 
-  import xnn.data.builders  # noqa: F401  (registers the builders)
-
   tfds.disable_progress_bar()
   data_dir = _tfds_data_dir(data_config)
-  manual_dir = data_config.get("manual_dir") or None
+  manual_dir = os.path.expanduser(data_config.get("manual_dir") or "") or None
   dl_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
   os.makedirs(data_dir, exist_ok=True)
   with filelock.FileLock(os.path.join(data_dir, f".{builder_name}.prepare.lock"), timeout=3600):
-    if builder is not None:   # a configured builder instance (image folders)
-      builder.download_and_prepare(download_config=dl_config)
-      return tuple(builder.as_data_source(split=s) for s in splits)
-    return tuple(tfds.data_source(builder_name, split=s, data_dir=data_dir,
-                                  builder_kwargs={"file_format": "array_record"},
-                                  download_and_prepare_kwargs={"download_config": dl_config})
-                 for s in splits)
+    if builder is None:
+      import xnn.data.builders  # noqa: F401  (registers the builders)
+      builder = tfds.builder(builder_name, data_dir=data_dir, file_format="array_record")
+    if not os.path.isfile(os.path.join(os.fspath(builder.data_dir), "dataset_info.json")):   # not prepared
+      builder.manual_dir_setting = manual_dir      # named by the builders' missing-archive error
+      try:
+        builder.download_and_prepare(download_config=dl_config)   # the builders check their archives first
+      except BaseException:
+        _remove_empty_folders(os.fspath(builder.data_dir), data_dir)   # TFDS leaves the dataset's folders
+        raise
+    known = builder.info.splits        # empty where TFDS does not record them (tfds.testing.mock_data)
+    missing = [s for s in splits for part in s.split("+") if known and part.split("[")[0] not in known]
+    if missing:
+      raise DataError(f"{builder_name} has no split {missing[0]!r} (it has {sorted(known)}); "
+                      "set data.train_split / data.test_split")
+    sources = tuple(builder.as_data_source(split=s) for s in splits)
+    for source in sources:   # read the labels once, here, so that processes waiting on the lock need not
+      source_label_stats(source, "label", None)
+    return sources
 
 
 @register_dataset("digits")
@@ -223,7 +394,7 @@ def from_arrays(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
   if kind == "image" and x_train.ndim == 3:
     x_train, x_test = x_train[..., None], x_test[..., None]
   if num_classes is None:
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
   if pixel_max is None:
     pixel_max = 255.0 if x_train.dtype == np.uint8 else 1.0
   if y_train.ndim == 2 and kind == "image":
@@ -235,6 +406,8 @@ def from_arrays(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
       if np.shape(m) != arrays["label"].shape:
         raise ValueError(f"the {what} mask {np.shape(m)} must have the labels' shape {arrays['label'].shape}")
       arrays["label_mask"] = np.asarray(m, np.float32)
-  return Dataset(name, ArraySource(train), ArraySource(test), num_classes=num_classes,
-                 pixel_max=pixel_max, kind=kind, input_keys=(key,),
-                 mask_key="label_mask" if masks is not None else None)
+  ds = Dataset(name, ArraySource(train), ArraySource(test), num_classes=num_classes,
+               pixel_max=pixel_max, kind=kind, input_keys=(key,),
+               mask_key="label_mask" if masks is not None else None)
+  ds.check_labels()
+  return ds

@@ -5,10 +5,16 @@ Every launcher turns a named run into the same program, ``python -m xnn.cli trai
 differ in where it runs. Runs whose workdir holds ``final.json`` are finished and
 skipped; any other run is (re)started, and ``xnn train`` resumes it from its
 newest checkpoint, so re-launching a sweep after a crash or a kill completes it.
+
+One writer per run: ``xnn train`` holds its workdir's lock (``xnn.train.workdir_lock``)
+for its whole life and refuses a workdir another live process holds. The local
+launcher looks before it starts a run and reports a busy one as ``busy``, not as a
+failure; its children die with it, even when it is killed with SIGKILL (Linux).
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import json
 import os
@@ -20,6 +26,7 @@ import time
 from typing import Any, Sequence
 
 from xnn.sweeps.spec import Run, overrides
+from xnn.train.workdir_lock import WorkdirBusy, probe_workdir
 
 
 @dataclasses.dataclass
@@ -67,12 +74,70 @@ def _visible_devices(slot: int, parallel: int) -> dict[str, str]:
   return {"CUDA_VISIBLE_DEVICES": ",".join(mine)} if mine else {}
 
 
+_PR_SET_PDEATHSIG = 1     # linux/prctl.h
+
+
+def _die_with(parent_pid: int):
+  """A ``preexec_fn`` that has the kernel send the child SIGTERM when its parent dies (Linux), or None.
+
+  ``prctl(PR_SET_PDEATHSIG)`` (man 2 prctl) fires when the *thread* that forked the
+  child ends; ``launch_local`` forks from the thread that waits for every child, which
+  outlives them. SIGTERM makes ``xnn train`` save a checkpoint and stop. The setting
+  survives ``exec``. Elsewhere (macOS, BSD) there is no such call: a SIGTERM/SIGINT to
+  the launcher is still passed on, a SIGKILL leaves the children running.
+  """
+  if not sys.platform.startswith("linux"):
+    return None
+  libc = ctypes.CDLL(None, use_errno=True)      # loaded here: the child only calls it
+
+  def preexec():
+    if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+      raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent_pid:               # the launcher died before the call
+      os._exit(128 + signal.SIGTERM)
+  return preexec
+
+
+def _busy(err: WorkdirBusy) -> str:
+  who = err.holder.describe() if err.holder else "another process"
+  return f"busy, not started: its workdir is in use by {who}"
+
+
+def _start(s: RunSpec, config: str, extra: Sequence[str], env: dict[str, str], preexec) -> tuple[subprocess.Popen, Any]:
+  """Starts ``xnn train`` for ``s``, its output appended to ``WORKDIR/launcher.log``; (process, log file)."""
+  os.makedirs(s.workdir, exist_ok=True)
+  logf = open(os.path.join(s.workdir, "launcher.log"), "ab")
+  proc = subprocess.Popen([sys.executable, "-m", "xnn.cli", *s.train_args(config, extra)], stdout=logf,
+                          stderr=subprocess.STDOUT, env={**os.environ, **env}, preexec_fn=preexec)
+  return proc, logf
+
+
+def _exit_status(s: RunSpec, code: int) -> str:
+  """A finished child's status: done, interrupted (it saved a checkpoint), killed, busy or failed."""
+  if code == 0:
+    return "done"
+  if code >= 128:
+    return "interrupted"
+  if code < 0:
+    try:
+      name = signal.Signals(-code).name
+    except ValueError:
+      name = f"signal {-code}"
+    return f"killed by {name} (see {s.workdir}/launcher.log)"
+  busy = probe_workdir(s.workdir)         # refused because another writer holds the workdir
+  return _busy(busy) if busy else f"failed (exit {code}, see {s.workdir}/launcher.log)"
+
+
 def launch_local(specs: Sequence[RunSpec], config: str, *, parallel: int = 1, extra: Sequence[str] = (),
                  dry_run: bool = False, log=print) -> dict[str, str]:
   """Runs the sweep as local processes, ``parallel`` at a time; returns name -> status.
 
   SIGTERM/SIGINT to the launcher is passed on to the running runs, which save a
-  checkpoint and stop; launching again resumes them.
+  checkpoint and stop; launching again resumes them. A SIGKILL of the launcher sends
+  them SIGTERM too (Linux, see ``_die_with``). A run whose workdir another live
+  process holds (a run of another launcher, a straggler of a killed one) is not
+  started: its status is ``busy, not started: …``, and so is that of a run that its
+  ``xnn train`` refused for the same reason.
   """
   if parallel < 1:
     raise ValueError(f"--parallel must be >= 1, got {parallel}")
@@ -98,20 +163,21 @@ def launch_local(specs: Sequence[RunSpec], config: str, *, parallel: int = 1, ex
         proc.send_signal(signal.SIGTERM)
 
   old = {sg: signal.signal(sg, handle) for sg in (signal.SIGTERM, signal.SIGINT)}
+  preexec = _die_with(os.getpid())
   try:
     queue = list(todo)
     free = list(range(parallel))
     while queue or running:
       while queue and free and stop["signum"] is None:
-        slot = free.pop(0)
         s = queue.pop(0)
-        os.makedirs(s.workdir, exist_ok=True)
-        logf = open(os.path.join(s.workdir, "launcher.log"), "ab")
-        env = {**os.environ, **_visible_devices(slot, parallel)}
-        proc = subprocess.Popen([sys.executable, "-m", "xnn.cli", *s.train_args(config, extra)],
-                                stdout=logf, stderr=subprocess.STDOUT, env=env)
-        running[slot] = (s, proc, logf)
-        log(f"started {s.name} (pid {proc.pid})")
+        busy = probe_workdir(s.workdir)
+        if busy is not None:
+          status[s.name] = _busy(busy)
+          log(f"{s.name}: {status[s.name]}")
+          continue
+        slot = free.pop(0)
+        running[slot] = (s, *_start(s, config, extra, _visible_devices(slot, parallel), preexec))
+        log(f"started {s.name} (pid {running[slot][1].pid})")
       for slot, (s, proc, logf) in list(running.items()):
         code = proc.poll()
         if code is None:
@@ -119,8 +185,7 @@ def launch_local(specs: Sequence[RunSpec], config: str, *, parallel: int = 1, ex
         logf.close()
         del running[slot]
         free.append(slot)
-        status[s.name] = "done" if code == 0 else (
-            "interrupted" if code >= 128 else f"failed (exit {code}, see {s.workdir}/launcher.log)")
+        status[s.name] = _exit_status(s, code)
         log(f"{s.name}: {status[s.name]}")
       if stop["signum"] is not None and not running:
         break

@@ -17,12 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+import sys
+from typing import Any, Callable
 
 import numpy as np
 
 from xnn import plots
-from xnn.train.metrics import atomic_write, read_metrics
+from xnn.train.metrics import atomic_write
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -55,26 +56,122 @@ class RunRecord:
     return max((r["test_accuracy"] for r in self.evals), default=None)
 
 
-def collect(sweep_dir: str) -> list[RunRecord]:
-  """The runs (sub-folders with a ``metrics.jsonl``) of a sweep folder."""
+class CorruptRun(ValueError):
+  """A run file the report cannot read: ``path`` and what is wrong with it."""
+
+  def __init__(self, path: str, problem: str):
+    super().__init__(f"{path}: {problem}")
+    self.path, self.problem = path, problem
+
+
+def _number(v: Any) -> bool:
+  """A number, or a non-finite one as ``metrics.jsonl`` writes it (``"nan"``, ``"inf"``)."""
+  if isinstance(v, bool):
+    return False
+  if isinstance(v, (int, float)):
+    return True
+  try:
+    return isinstance(v, str) and not np.isfinite(float(v))
+  except ValueError:
+    return False
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path, "rb") as f:
+      return json.loads(f.read().decode("utf-8"))
+  except (UnicodeDecodeError, ValueError) as e:
+    raise CorruptRun(path, f"not valid JSON ({str(e).splitlines()[0]})") from None
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+  """The records of a ``metrics.jsonl``, each checked for what the report reads.
+
+  A torn last line (no newline: a kill while it was written) is dropped, as
+  ``xnn.train.metrics.read_metrics`` does; any other bad line raises ``CorruptRun``
+  naming the file and the line.
+  """
+  with open(path, "rb") as f:
+    lines = f.read().split(b"\n")
+  out = []
+  for n, raw in enumerate(lines, 1):
+    last = n == len(lines)            # after the final newline: empty, or torn
+    if not raw.strip():
+      continue
+    try:
+      rec = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+      if last:
+        break
+      raise CorruptRun(path, f"line {n} is not a JSON record ({str(e).splitlines()[0]})") from None
+    if not isinstance(rec, dict) or not isinstance(rec.get("type"), str):
+      raise CorruptRun(path, f"line {n} is not a record with a 'type' ({_clip(raw)})")
+    if rec["type"] == "eval" and not (_number(rec.get("epoch")) and _number(rec.get("test_accuracy"))):
+      raise CorruptRun(path, f"line {n}: an eval record without a numeric epoch and test_accuracy ({_clip(raw)})")
+    out.append(rec)
+  return out
+
+
+def _clip(raw: bytes, width: int = 60) -> str:
+  s = raw.decode("utf-8", "replace")
+  return s if len(s) <= width else s[:width - 1] + "…"
+
+
+FINAL_FIELDS = ("test_accuracy", "wall_time_s", "params")
+
+
+def read_run(d: str) -> RunRecord:
+  """One run folder: ``metrics.jsonl`` with ``config.json`` and ``final.json`` when present.
+
+  A file that is not what the report needs (bad JSON, bad encoding, a missing or
+  non-numeric field) raises ``CorruptRun`` naming it.
+  """
+  cfg: dict[str, Any] = {}
+  path = os.path.join(d, "config.json")
+  if os.path.exists(path):
+    raw = _read_json(path)
+    if not isinstance(raw, dict):
+      raise CorruptRun(path, f"expected a JSON object (the run's config), got {type(raw).__name__}")
+    cfg = _flatten(raw)
+  final = None
+  path = os.path.join(d, "final.json")
+  if os.path.exists(path):
+    final = _read_json(path)
+    if not isinstance(final, dict):
+      raise CorruptRun(path, f"expected a JSON object, got {type(final).__name__}")
+    bad = [k for k in FINAL_FIELDS if not _number(final.get(k))]
+    if bad or ("macs" in final and final["macs"] is not None and not _number(final["macs"])):
+      raise CorruptRun(path, f"expected numbers for {', '.join(bad or ['macs'])}")
+  return RunRecord(os.path.basename(d), cfg, read_records(os.path.join(d, "metrics.jsonl")), final)
+
+
+def collect(sweep_dir: str, warn: Callable[[str], None] | None = None) -> list[RunRecord]:
+  """The runs (sub-folders with a ``metrics.jsonl``) of a sweep folder.
+
+  A run with a file that cannot be read (``CorruptRun``, or an ``OSError`` such as
+  a permission error) is skipped: ``warn`` gets one line naming the file
+  (default: printed to stderr). No readable run at all is a ``FileNotFoundError``.
+  """
+  warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
   if not os.path.isdir(sweep_dir):
-    raise FileNotFoundError(f"sweep folder {sweep_dir!r} does not exist")
-  runs = []
+    what = "is not a folder" if os.path.exists(sweep_dir) else "does not exist"
+    raise FileNotFoundError(f"sweep folder {sweep_dir!r} {what}")
+  runs, skipped = [], 0
   for name in sorted(os.listdir(sweep_dir)):
     d = os.path.join(sweep_dir, name)
     if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
       continue
-    cfg = {}
-    if os.path.exists(os.path.join(d, "config.json")):
-      with open(os.path.join(d, "config.json")) as f:
-        cfg = _flatten(json.load(f))
-    final = None
-    if os.path.exists(os.path.join(d, "final.json")):
-      with open(os.path.join(d, "final.json")) as f:
-        final = json.load(f)
-    runs.append(RunRecord(name, cfg, read_metrics(os.path.join(d, "metrics.jsonl")), final))
+    try:
+      runs.append(read_run(d))
+    except CorruptRun as e:
+      warn(f"skipping run {name}: {e}")
+      skipped += 1
+    except OSError as e:
+      warn(f"skipping run {name}: {e.filename or d}: {e.strerror or e}")
+      skipped += 1
   if not runs:
-    raise FileNotFoundError(f"no runs (folders with metrics.jsonl) in {sweep_dir!r}")
+    also = f" ({skipped} skipped as unreadable)" if skipped else ""
+    raise FileNotFoundError(f"no runs (folders with a readable metrics.jsonl) in {sweep_dir!r}{also}")
   return runs
 
 
@@ -243,12 +340,24 @@ def plot_pareto(runs: list[RunRecord], path: str, title: str = "") -> None:
   save_figure(fig, path)
 
 
-def write_report(sweep_dir: str) -> str:
-  """Writes report.md, curves.png and pareto.png into ``sweep_dir``; returns the markdown."""
-  runs = collect(sweep_dir)
+def write_report(sweep_dir: str, warn: Callable[[str], None] | None = None) -> str:
+  """Writes report.md, curves.png and pareto.png into ``sweep_dir``; returns the markdown.
+
+  Runs with an unreadable file are left out, each with one ``warn`` line (``collect``).
+  """
+  skipped: list[str] = []
+  warn = warn or (lambda text: print(f"warning: {text}", file=sys.stderr))
+
+  def note(text: str) -> None:
+    skipped.append(text)
+    warn(text)
+
+  runs = collect(sweep_dir, note)
   title = os.path.basename(os.path.normpath(os.path.abspath(sweep_dir)))
   md = ["# Sweep report", "", f"{len(runs)} runs in `{sweep_dir}`; final = last-epoch test accuracy.", "",
         markdown_table(runs), "![curves](curves.png)", "", "![accuracy vs cost](pareto.png)", ""]
+  if skipped:
+    md += [f"Left out, {len(skipped)} unreadable runs:", "", *(f"- {t}" for t in skipped), ""]
   text = "\n".join(md)
   plot_curves(runs, os.path.join(sweep_dir, "curves.png"), title)
   if any(r.final for r in runs):

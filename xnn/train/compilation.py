@@ -26,6 +26,7 @@ reported apart from step time in ``metrics.jsonl``.
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 
 import jax
@@ -62,18 +63,39 @@ def cache_dir_for(setting: str, workdir: str) -> str | None:
   return setting
 
 
+def check_cache_dir(setting: str, workdir: str) -> str | None:
+  """The directory of ``cache_dir_for(setting, workdir)``, created and checked writable (None: off).
+
+  A folder that cannot be created or written raises ``ValueError`` naming
+  ``train.compilation_cache``, its setting and the path. Remote paths (``gs://...``)
+  are left to JAX.
+  """
+  path = cache_dir_for(setting, workdir)
+  if path is None or "://" in path:
+    return path
+  what = f"train.compilation_cache={setting!r}" + ("" if path == setting else f" (folder {path!r})")
+  try:
+    os.makedirs(path, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".xnn_write_test.", dir=path)
+    os.close(fd)
+    os.unlink(probe)
+  except OSError as e:
+    raise ValueError(f"{what} cannot be used: {e.strerror or e}; expected a writable folder, "
+                     "or 'user', 'workdir' or 'off'") from None
+  return path
+
+
 def enable_persistent_cache(setting: str, workdir: str, min_compile_s: float = 0.5,
                             max_gb: float = 4.0) -> str | None:
   """Points JAX's persistent compilation cache at ``cache_dir_for(setting, workdir)``.
 
-  Returns the directory in use (None when off). Switching directories within one
+  Returns the directory in use (None when off); a folder that cannot be created or
+  written is a ``ValueError`` (``check_cache_dir``). Switching directories within one
   process resets JAX's cache object, so the new directory takes effect.
   """
   from jax.experimental.compilation_cache import compilation_cache as cc
 
-  path = cache_dir_for(setting, workdir)
-  if path is not None and "://" not in path:
-    os.makedirs(path, exist_ok=True)
+  path = check_cache_dir(setting, workdir)
   max_size = int(max_gb * 2**30) if max_gb > 0 else -1
   if jax.config.jax_compilation_cache_dir != path or jax.config.jax_compilation_cache_max_size != max_size:
     jax.config.update("jax_compilation_cache_dir", path)

@@ -22,6 +22,7 @@ def atomic_write(path: str, data: bytes | str) -> None:
   folder = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_" + os.path.basename(path))
   try:
+    os.fchmod(fd, 0o666 & ~_umask())     # mkstemp makes 0600; a run's files follow the umask
     with os.fdopen(fd, "wb") as f:
       f.write(data.encode() if isinstance(data, str) else data)
       f.flush()
@@ -31,6 +32,12 @@ def atomic_write(path: str, data: bytes | str) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
@@ -47,11 +54,14 @@ def read_metrics(path: str) -> list[dict[str, Any]]:
   return out
 
 
-def _clean(v: Any) -> Any:
+def clean_value(v: Any) -> Any:
   v = float(v) if hasattr(v, "dtype") or isinstance(v, (int, float)) and not isinstance(v, bool) else v
   if isinstance(v, float) and not math.isfinite(v):
     return str(v)
   return v
+
+
+KEPT_AT_RESUME = ("train", "epoch", "eval")   # written before the checkpoint of their step
 
 
 class MetricsWriter:
@@ -65,8 +75,10 @@ class MetricsWriter:
     self._tb = None
     if not self.enabled:
       return
-    # A resumed run drops what the interrupted run logged after its checkpoint.
-    kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+    # A resumed run drops what the interrupted run logged after its checkpoint, and the records of
+    # the checkpoint's own step that the resumed run writes again (one record per kind and step).
+    kept = [r for r in read_metrics(self.path)
+            if r.get("step", 0) < resume_step or r.get("step") == resume_step and r.get("type") in KEPT_AT_RESUME]
     atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
     self.records = kept
     self._file = open(self.path, "a")
@@ -76,7 +88,7 @@ class MetricsWriter:
                                purge_step=resume_step + 1 if resume_step else None)
 
   def write(self, kind: str, step: int, **values: Any) -> dict[str, Any]:
-    rec = {"type": kind, "step": int(step), **{k: _clean(v) for k, v in values.items()}}
+    rec = {"type": kind, "step": int(step), **{k: clean_value(v) for k, v in values.items()}}
     if not self.enabled:
       return rec
     self.records.append(rec)

@@ -26,14 +26,16 @@ from xnn.configs import schema
 from xnn.data.datasets import DATASETS, Dataset, load_dataset
 from xnn.ops import conv_setting, resolved_cpu_conv
 from xnn.train import checkpoint as ckpt
+from xnn.train import resume
 from xnn.train import tasks as tasks_lib
 from xnn.train.chrono import Chrono
-from xnn.train.compilation import CompileTimer, enable_persistent_cache
+from xnn.train.compilation import CompileTimer, check_cache_dir, enable_persistent_cache
 from xnn.train.evaluate import Evaluator
 from xnn.train.inputs import Plan, make_input
 from xnn.train.metrics import MetricsWriter, atomic_write
 from xnn.train.progress import Progress
 from xnn.train.schedules import create_learning_rate_fn, create_optimizer
+from xnn.train.workdir_lock import hold_workdir
 from xnn.train.step import create_train_state, make_eval_step, make_final_eval_step, make_train_step
 
 
@@ -65,21 +67,32 @@ class Result:
 def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None) -> Result:
   """Trains ``config.model`` on ``config.data`` (or ``dataset``), evaluating every epoch.
 
-  Resumes from the newest checkpoint in ``workdir``. Returns the final metrics.
+  Resumes from the newest verified checkpoint in ``workdir`` (``xnn.train.resume`` says
+  when a run may resume); a finished run is left as it is. Returns the final metrics.
   """
   t_start = time.time()
   cfg = check_config(config, dataset)                                      # config
-  with conv_setting(cpu=cfg.train.cpu_conv), CompileTimer() as compile_timer:
-    cache_dir = prepare_workdir(cfg, workdir)                              # workdir
+  done = resume.finished(workdir, cfg)
+  if done is not None:
+    return already_finished(workdir, done)
+  ds = load_data(cfg, dataset)                                             # data
+  model = build_model(cfg, ds)                                             # model
+  ds.check_labels(model.num_classes, against=f"the model's {model.num_classes} classes (model.num_classes)")
+  if cfg.train.compilation_cache != "workdir":
+    check_cache_dir(cfg.train.compilation_cache, workdir)
+  with conv_setting(cpu=cfg.train.cpu_conv), CompileTimer() as compile_timer, hold_workdir(workdir):
+    previous = resume.check(workdir, cfg)                                  # workdir
     mesh = Mesh(np.array(jax.devices()), ("data",))                        # mesh
-    ds = dataset if dataset is not None else load_dataset(cfg.data)        # input
-    inp = make_input(ds, cfg, mesh)
+    inp = make_input(ds, resume.input_config(cfg, previous), mesh)         # input
     plan = make_plan(cfg, inp.steps_per_epoch)
+    record = resume.run_record(cfg, inp.mode, jax.device_count(), jax.process_count())
+    resume.check_run(previous, record, plan.total_steps, workdir)
     evaluator = Evaluator(ds, cfg.data, cfg.train.eval_batch_size, mesh)
-    task = tasks_lib.task_for(ds, cfg.data, cfg.train.label_smoothing)     # model
-    model = build_model(cfg, ds)
+    task = tasks_lib.task_for(ds, cfg.data, cfg.train.label_smoothing)
     example = task.inputs({k: v[:1] for k, v in evaluator.example.items()})
-    num_params = check_input(model, cfg.model.name, example)
+    num_params, abstract_variables = check_input(model, cfg.model.name, example)
+    weights = initial_weights(cfg, abstract_variables, previous)
+    cache_dir = prepare_workdir(cfg, workdir, record)
     lr_fn = create_learning_rate_fn(cfg.schedule, cfg.optimizer.learning_rate, plan.steps_per_epoch,
                                     plan.total_steps)
     tx = create_optimizer(cfg.optimizer, lr_fn)
@@ -88,15 +101,32 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
     inp.bind(make_train_step(model, task, lr_fn=lr_fn, rng_streams=models.info(cfg.model.name).rng_streams,
                              bn_groups=bn_groups(cfg), group_sharding=group_sharding(cfg, mesh)), rng, plan)
     manager = ckpt.create_manager(workdir, cfg.train.keep_checkpoints)     # checkpoint
-    start_step, state = restore(manager, state, inp, workdir)
+    start_step, state, meta = restore(manager, state, inp, workdir)
+    if start_step == 0 and weights is not None:
+      state = with_weights(state, weights, mesh)
     writer = MetricsWriter(workdir, resume_step=start_step)
     writer.write("input", start_step, **inp.describe())
     eval_step = make_eval_step(model, task)                                # eval
-    loop = Loop(cfg, plan, inp, evaluator, eval_step, manager, writer, compile_timer, cache_dir, workdir)
+    loop = Loop(cfg, plan, inp, evaluator, eval_step, manager, writer, compile_timer, cache_dir, workdir,
+                Bookkeeping.from_meta(meta, start_step, t_start))
     state, step, last_eval = loop.run(state, start_step)                   # loop
     final = final_evaluations(task, model, evaluator, state, writer, step)  # final
     return finish(cfg, workdir, state, step, last_eval, plan, writer, compile_timer, num_params, example,
-                  model, final, t_start)
+                  model, final, loop.books)
+
+
+def already_finished(workdir: str, final: dict[str, Any]) -> Result:
+  """The recorded result of a finished run (no file is touched)."""
+  if jax.process_index() == 0:
+    print(f"{workdir}: already finished at step {final['step']} (test accuracy "
+          f"{_fmt(final.get('test_accuracy'))}); nothing to do", flush=True)
+  fields = {f.name for f in dataclasses.fields(Result)} - {"state"}
+  return Result(**{k: _as_float(v) if k not in ("step", "params") else v
+                   for k, v in final.items() if k in fields})
+
+
+def _as_float(v: Any) -> Any:
+  return float(v) if isinstance(v, (int, float, str)) and v is not None and not isinstance(v, bool) else v
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -137,14 +167,23 @@ def group_sharding(cfg: ml_collections.ConfigDict, mesh: Mesh) -> NamedSharding 
   return NamedSharding(mesh, P("data")) if cfg.train.bn_stats == "per_device" else None
 
 
+# --- data ---------------------------------------------------------------------------------
+
+
+def load_data(cfg: ml_collections.ConfigDict, dataset: Dataset | None) -> Dataset:
+  """The dataset, checked against the config (batch, crop) before the workdir is touched."""
+  ds = dataset if dataset is not None else load_dataset(cfg.data)
+  schema.check_against_data(cfg, num_train=len(ds.train), image_shape=ds.element_shape if ds.kind == "image" else None)
+  return ds
+
+
 # --- workdir --------------------------------------------------------------------------------
 
 
-def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: str) -> str | None:
-  """Creates ``workdir`` (an error if it cannot be written), points the compilation cache, writes
-  ``config.json``; returns the compilation cache directory."""
+def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: str, record: dict[str, Any]) -> str | None:
+  """Checks ``workdir`` can be written, points the compilation cache, writes ``config.json`` and
+  ``run.json`` (after every check: a refused run writes nothing); returns the cache directory."""
   try:
-    os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, f".xnn_write_test.{os.getpid()}")   # one per process (multi-host)
     with open(probe, "w") as f:
       f.write("ok")
@@ -154,7 +193,7 @@ def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: str) -> str | None:
   cache_dir = enable_persistent_cache(cfg.train.compilation_cache, workdir, cfg.train.compilation_cache_min_s,
                                       cfg.train.compilation_cache_max_gb)
   if jax.process_index() == 0:
-    atomic_write(os.path.join(workdir, "config.json"), cfg.to_json_best_effort(indent=2))
+    resume.write_records(workdir, cfg, record, atomic_write)
   return cache_dir
 
 
@@ -184,10 +223,10 @@ def build_model(cfg: ml_collections.ConfigDict, ds: Dataset):
     raise ValueError(f"model.kwargs {dict(cfg.model.kwargs)} do not fit model {cfg.model.name!r}: {e}") from None
 
 
-def check_input(model, name: str, example: tuple[np.ndarray, ...]) -> int:
+def check_input(model, name: str, example: tuple[np.ndarray, ...]) -> tuple[int, Any]:
   """Abstract init (no compute): a model that can't take the input fails here, clearly.
 
-  Returns the number of parameters.
+  Returns the number of parameters and the abstract variables.
   """
   try:
     variables = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
@@ -198,7 +237,7 @@ def check_input(model, name: str, example: tuple[np.ndarray, ...]) -> int:
         f"model {name!r} cannot take input of shape {tuple(example[0].shape[1:])} "
         f"(its default input is {expected}); change data.image_size / data.crop_size / "
         f"data.channels or the model. Underlying error: {type(e).__name__}: {str(e).splitlines()[0]}") from e
-  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(variables["params"])))
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(variables["params"]))), variables
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -211,15 +250,65 @@ def init_state(model, tx, example: tuple[np.ndarray, ...], seed: int, mesh: Mesh
   return init_fn(jax.random.key(seed))
 
 
+def initial_weights(cfg: ml_collections.ConfigDict, abstract_variables: Any, previous) -> dict | None:
+  """``train.init_from``: the newest verified weights of another run, checked against this model
+  (before anything is written). None for a fresh initialisation or a run that resumes."""
+  source = cfg.train.init_from
+  if not source or previous is not None:
+    return None
+  step, weights = ckpt.restore_weights(source)
+  for name in ("params", "batch_stats"):
+    want = abstract_variables.get(name)
+    got = weights.get(name)
+    if want is None and got is None:
+      continue
+    mismatch = _first_mismatch(want, got)
+    if mismatch:
+      raise ValueError(f"train.init_from={source!r}: its {name} (step {step}) do not fit model "
+                       f"{cfg.model.name!r}: {mismatch}")
+  if jax.process_index() == 0:
+    print(f"Starting from the weights of {source} at step {step}", flush=True)
+  return weights
+
+
+def _first_mismatch(want: Any, got: Any) -> str | None:
+  """The first path where two variable trees differ in presence, shape or dtype."""
+  flat_want = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(want or {})}
+  flat_got = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(got or {})}
+  for key in sorted(set(flat_want) | set(flat_got)):
+    if key not in flat_got:
+      return f"{key} is missing"
+    if key not in flat_want:
+      return f"{key} is not in this model"
+    a, b = flat_want[key], flat_got[key]
+    if tuple(a.shape) != tuple(b.shape) or np.dtype(a.dtype) != np.dtype(b.dtype):
+      return (f"{key} is {np.dtype(b.dtype).name}{tuple(b.shape)}, "
+              f"this model has {np.dtype(a.dtype).name}{tuple(a.shape)}")
+  return None
+
+
+def with_weights(state, weights: dict, mesh: Mesh):
+  """``state`` with its parameters (and BatchNorm statistics) replaced by ``weights``, replicated."""
+  replicated = NamedSharding(mesh, P())
+  put = lambda tree: jax.tree.map(lambda x: jax.device_put(np.asarray(x), replicated), tree)  # noqa: E731
+  state = state.replace(params=jax.tree_util.tree_unflatten(jax.tree.structure(state.params),
+                                                            jax.tree.leaves(put(weights["params"]))))
+  if state.batch_stats is not None:
+    state = state.replace(batch_stats=jax.tree_util.tree_unflatten(jax.tree.structure(state.batch_stats),
+                                                                   jax.tree.leaves(put(weights["batch_stats"]))))
+  return state
+
+
 # --- checkpoint -----------------------------------------------------------------------------
 
 
-def restore(manager, state, inp, workdir: str) -> tuple[int, Any]:
-  """(step, state) of the newest good checkpoint, the input rewound to it; (0, state) if none."""
+def restore(manager, state, inp, workdir: str) -> tuple[int, Any, dict[str, Any]]:
+  """(step, state, bookkeeping) of the newest verified checkpoint, the input rewound to it;
+  (0, state, {}) if there is none."""
   abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
   restored = ckpt.restore_latest(manager, abstract, inp.restore_args)
   if restored is None:
-    return 0, state
+    return 0, state, {}
   if jax.process_index() == 0:
     print(f"Resuming from the checkpoint at step {restored[0]} in {workdir}", flush=True)
   return restored
@@ -256,19 +345,47 @@ def _crossed(every: int, before: int, after: int) -> bool:
   return after // every > before // every
 
 
+@dataclasses.dataclass
+class Bookkeeping:
+  """What the loop carries across a resume besides the train state (the checkpoint's ``meta``):
+  the current epoch's per-step train metrics, the last evaluation, and the wall time of every
+  earlier segment of the run (each ``xnn train`` invocation, up to its last checkpoint)."""
+  epoch_values: dict[str, list[Any]]
+  last_eval: dict[str, Any] | None
+  segments: list[dict[str, Any]]
+  start_step: int
+  t_start: float
+
+  @classmethod
+  def from_meta(cls, meta: dict[str, Any], start_step: int, t_start: float) -> "Bookkeeping":
+    values = meta.get("epoch_values", {})
+    return cls(epoch_values={k: list(np.asarray(values.get(k, []), np.float32)) for k in ("loss", "accuracy")},
+               last_eval=meta.get("last_eval"), segments=list(meta.get("segments", [])),
+               start_step=start_step, t_start=t_start)
+
+  def segment(self, step: int) -> dict[str, Any]:
+    return {"from_step": self.start_step, "to_step": int(step), "wall_s": time.time() - self.t_start}
+
+  def to_meta(self, step: int) -> dict[str, Any]:
+    return {"epoch_values": {k: [float(x) for x in v] for k, v in self.epoch_values.items()},
+            "last_eval": self.last_eval, "segments": [*self.segments, self.segment(step)]}
+
+  def all_segments(self, step: int) -> list[dict[str, Any]]:
+    return [*self.segments, self.segment(step)]
+
+
 class Loop:
   """Train, log, evaluate, checkpoint; stops at ``plan.total_steps`` or at a preemption signal."""
 
   def __init__(self, cfg, plan: Plan, inp, evaluator: Evaluator, eval_step, manager, writer: MetricsWriter,
-               compile_timer: CompileTimer, cache_dir: str | None, workdir: str):
+               compile_timer: CompileTimer, cache_dir: str | None, workdir: str, books: Bookkeeping):
     self.cfg, self.plan, self.inp, self.evaluator, self.eval_step = cfg, plan, inp, evaluator, eval_step
     self.manager, self.writer, self.compile_timer = manager, writer, compile_timer
     self.cache_dir, self.workdir = cache_dir, workdir
     self.chrono = Chrono()
     self.pending: list[Any] = []                                   # step metrics not read back yet
-    self.epoch_values: dict[str, list[float]] = {"loss": [], "accuracy": []}
+    self.books = books
     self.last = {"loss": float("nan"), "accuracy": float("nan")}
-    self.last_eval: dict[str, Any] | None = None
     self.progress: Progress | None = None
 
   def run(self, state, step: int):
@@ -349,31 +466,32 @@ class Loop:
           f"loss became {mean['loss']} (gradient norm {mean['grad_norm']}) by step {step}; "
           f"stopping. The last good checkpoint is step {self.manager.latest_step()} in {self.workdir}/checkpoints "
           "(lower the learning rate or check the data).")
-    self.epoch_values["loss"].extend(values["loss"])
-    self.epoch_values["accuracy"].extend(values["accuracy"])
+    self.books.epoch_values["loss"].extend(values["loss"])
+    self.books.epoch_values["accuracy"].extend(values["accuracy"])
     self.last = mean
     self.writer.write("train", step, epoch=step / self.plan.steps_per_epoch, **mean,
                       examples_per_sec=rate * self.cfg.train.batch_size)
     self.progress.update(0, loss=f"{mean['loss']:.4f}", acc=f"{mean['accuracy']:.3f}")
 
   def end_epoch(self, step: int) -> None:
-    if self.epoch_values["loss"]:
+    values = self.books.epoch_values
+    if values["loss"]:
       self.writer.write("epoch", step, epoch=step / self.plan.steps_per_epoch,
-                        train_loss=float(np.mean(self.epoch_values["loss"])),
-                        train_accuracy=float(np.mean(self.epoch_values["accuracy"])))
-    self.epoch_values = {"loss": [], "accuracy": []}
+                        train_loss=float(np.mean(values["loss"])), train_accuracy=float(np.mean(values["accuracy"])))
+    self.books.epoch_values = {"loss": [], "accuracy": []}
 
   def evaluate(self, state, step: int) -> None:
     with self.chrono.paused():
       sums = self.evaluator.sums(self.eval_step, state)
       n = max(float(sums["count"]), 1.0)
-      self.last_eval = self.writer.write("eval", step, epoch=step / self.plan.steps_per_epoch,
-                                         test_loss=sums["loss_sum"] / n, test_accuracy=sums["correct"] / n,
-                                         test_examples=int(n))
+      loss, acc = float(sums["loss_sum"]) / n, float(sums["correct"]) / n
+      self.books.last_eval = self.writer.write("eval", step, epoch=step / self.plan.steps_per_epoch,
+                                               test_loss=loss, test_accuracy=acc, test_examples=int(n))
       self.writer.plot(self.title, force=step == self.plan.total_steps)
+    warn = "" if math.isfinite(loss) else " (the test loss is not finite: some test examples get a non-finite loss)"
     self.progress.say(f"step {step}/{self.plan.total_steps} epoch {step / self.plan.steps_per_epoch:.1f}: "
-                      f"train loss {self.last['loss']:.4f} acc {self.last['accuracy']:.4f} | "
-                      f"test loss {self.last_eval['test_loss']:.4f} acc {self.last_eval['test_accuracy']:.4f}")
+                      f"train loss {_fmt(self.last['loss'])} acc {_fmt(self.last['accuracy'])} | "
+                      f"test loss {_fmt(loss)} acc {_fmt(acc)}{warn}")
 
   @property
   def title(self) -> str:
@@ -381,16 +499,24 @@ class Loop:
 
   def save(self, state, step: int) -> None:
     with self.chrono.paused():
-      ckpt.save(self.manager, step, state, self.inp.save_args(step))
+      ckpt.save(self.manager, step, state, self.inp.save_args(step), meta=self.books.to_meta(step))
 
   def finish(self, state, step: int):
     """A run resumed at its end still ends with an evaluation and a checkpoint of the last step."""
     self.flush(step)
-    if self.last_eval is None or self.last_eval["step"] != step:
+    if self.books.last_eval is None or self.books.last_eval["step"] != step:
       self.evaluate(state, step)
     if self.manager.latest_step() != step:
       self.save(state, step)
-    return state, step, self.last_eval
+    return state, step, self.books.last_eval
+
+
+def _fmt(v: Any) -> str:
+  """A metric for a log line: 4 decimals, or what it is when not a finite number."""
+  try:
+    return f"{float(v):.4f}"
+  except (TypeError, ValueError):
+    return str(v)
 
 
 def _resolved_conv() -> str:
@@ -414,22 +540,31 @@ def final_evaluations(task, model, evaluator: Evaluator, state, writer: MetricsW
 
 
 def finish(cfg, workdir: str, state, step: int, last_eval, plan: Plan, writer: MetricsWriter,
-           compile_timer: CompileTimer, num_params: int, example, model, final: dict, t_start: float) -> Result:
-  """The ``final`` record, ``final.json`` and the returned :class:`Result`."""
+           compile_timer: CompileTimer, num_params: int, example, model, final: dict,
+           books: Bookkeeping) -> Result:
+  """The ``final`` record, ``final.json`` and the returned :class:`Result`; the wall time is the sum of
+  the run's segments (listed in ``final.json``)."""
   epochs = [r for r in writer.records if r["type"] == "epoch"] if writer.enabled else []
+  segments = books.all_segments(step)
   result = Result(step=step, epoch=step / plan.steps_per_epoch, test_accuracy=float(last_eval["test_accuracy"]),
                   test_loss=float(last_eval["test_loss"]),
                   train_accuracy=float(epochs[-1]["train_accuracy"]) if epochs else float("nan"),
-                  wall_time_s=time.time() - t_start, params=num_params, state=state, **final)
+                  wall_time_s=sum(s["wall_s"] for s in segments), params=num_params, state=state, **final)
   writer.write("final", step, **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("state", "step")},
                **{f"total_{k}": v for k, v in compile_timer.totals().items()})
   writer.close()
   if jax.process_index() == 0:
-    summary = {k: v for k, v in dataclasses.asdict(result).items() if k != "state"}
+    summary = {k: _json_number(v) for k, v in dataclasses.asdict(result).items() if k != "state"}
     summary["input_shape"] = list(example[0].shape[1:])
     summary["macs"] = _macs(cfg, tuple(example[0].shape[1:]), model.num_classes)
+    summary["segments"] = segments
     atomic_write(os.path.join(workdir, "final.json"), json.dumps(summary, indent=2))
   return result
+
+
+def _json_number(v: Any) -> Any:
+  """``v`` for ``final.json``: a non-finite float as its name (strict JSON has no NaN)."""
+  return str(v) if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def _macs(cfg: ml_collections.ConfigDict, input_shape: tuple[int, ...], num_classes: int) -> int | None:

@@ -8,11 +8,13 @@ big-endian int32, then the uint8 data; the four files are gzipped.
 from __future__ import annotations
 
 import gzip
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from xnn.data.builders.common import MANUAL_DOWNLOAD_INSTRUCTIONS, fetch, image_features
+from xnn.data.builders.common import (MANUAL_DOWNLOAD_INSTRUCTIONS, DataError, check_archives, check_label_range, fetch,
+                                      image_features)
 
 _MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 _FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
@@ -24,20 +26,25 @@ FASHION_NAMES = ["t-shirt/top", "trouser", "pullover", "dress", "coat", "sandal"
 
 def read_idx(path: str) -> np.ndarray:
   """Reads a (gzipped) IDX file into a uint8 array of its stated shape."""
-  with gzip.open(path, "rb") as f:
-    data = f.read()
+  try:
+    with gzip.open(path, "rb") as f:
+      data = f.read()
+  except (OSError, EOFError, zlib.error) as e:
+    raise DataError(f"{path} is not a readable gzip file ({type(e).__name__}: {e}); expected a gzipped "
+                    "IDX file: delete it and download it again") from None
   magic = int.from_bytes(data[:4], "big")
   if magic >> 8 != 0x08:
-    raise ValueError(f"{path}: magic {magic:#010x} is not an unsigned-byte IDX file (0x000008NN)")
+    raise DataError(f"{path}: magic {magic:#010x} is not an unsigned-byte IDX file (0x000008NN)")
   ndim = magic & 0xFF
   dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
   body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
   if body.size != int(np.prod(dims)):
-    raise ValueError(f"{path}: {body.size} data bytes, header says {dims}")
+    raise DataError(f"{path}: {body.size} data bytes, header says {dims}")
   return body.reshape(dims)
 
 
 class _IdxBase(tfds.core.GeneratorBasedBuilder):
+  """Four gzipped IDX files (``ARCHIVES``: file name -> URL) as a TFDS dataset."""
   VERSION = tfds.core.Version("1.0.0")
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
   RELEASE_NOTES = {"1.0.0": "Initial release."}
@@ -50,6 +57,7 @@ class _IdxBase(tfds.core.GeneratorBasedBuilder):
                                  supervised_keys=("image", "label"))
 
   def _split_generators(self, dl_manager):
+    check_archives(self, dl_manager)
     return {split: self._generate_examples(fetch(dl_manager, self._url + img),
                                            fetch(dl_manager, self._url + lab))
             for split, (img, lab) in _FILES.items()}
@@ -57,7 +65,8 @@ class _IdxBase(tfds.core.GeneratorBasedBuilder):
   def _generate_examples(self, images_path: str, labels_path: str):
     images, labels = read_idx(images_path), read_idx(labels_path)
     if len(images) != len(labels):
-      raise ValueError(f"{len(images)} images but {len(labels)} labels")
+      raise DataError(f"{images_path} has {len(images)} images but {labels_path} has {len(labels)} labels")
+    check_label_range(labels, 10, labels_path)
     for i in range(len(images)):
       yield i, {"image": images[i][..., None], "label": int(labels[i])}
 
@@ -65,9 +74,11 @@ class _IdxBase(tfds.core.GeneratorBasedBuilder):
 class XnnMnist(_IdxBase):
   """MNIST: 60,000 train and 10,000 test 28x28 grey digits."""
   _url = _MNIST_URL
+  ARCHIVES = {f: _MNIST_URL + f for pair in _FILES.values() for f in pair}
 
 
 class XnnFashionMnist(_IdxBase):
   """Fashion-MNIST: 60,000 train and 10,000 test 28x28 grey clothing images."""
   _url = _FASHION_URL
   _names = FASHION_NAMES
+  ARCHIVES = {f: _FASHION_URL + f for pair in _FILES.values() for f in pair}
