@@ -61,7 +61,7 @@ def test_error_messages_and_codes():
       "unknown model 'x'. Available models: a, b", 2)
   assert cli.error_message(KeyError("no field 'lr'")) == ("no field 'lr'", 2)          # not "\"no field 'lr'\""
   assert cli.error_message(FileNotFoundError(2, "No such file or directory", "runs/x")) == (
-      "No such file or directory: runs/x", 1)
+      "No such file or directory: runs/x", 2)
   assert cli.error_message(ValueError("first line\n  second line\n")) == ("first line second line", 2)
 
 
@@ -80,7 +80,7 @@ def test_run_catches_expected_errors_only(monkeypatch, capsys):
   assert cli.main(["fake"]) == 2
   assert capsys.readouterr().err == "xnn fake: error: No such file or directory: runs/sweep\n"
   module.main = raising(KeyboardInterrupt())
-  assert cli.main(["fake"]) == 230
+  assert cli.main(["fake"]) == 130
   assert capsys.readouterr().err == "xnn fake: interrupted\n"
   module.main = raising(RuntimeError("a bug"))                  # not bad input: the traceback stays
   with pytest.raises(RuntimeError):
