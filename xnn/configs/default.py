@@ -26,7 +26,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "lenet5"
   c.model.num_classes = 0          # 0: the dataset's number of classes
-  c.model.dtype = "float32"        # compute dtype: float32 | bfloat16 | float16 (params stay float32)
+  # compute dtype: float32 | bfloat16 (params stay float32). float16 is refused: its 5-bit exponent needs
+  # loss scaling, which xnn does not do; bfloat16 has float32's exponent range and needs none.
+  c.model.dtype = "float32"
   c.model.kwargs = ml_collections.ConfigDict()   # factory arguments, e.g. shortcut="B", head="pixel"
 
   c.data = ml_collections.ConfigDict()
@@ -84,6 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.optimizer.b2 = 0.999
   c.optimizer.eps = 1e-8
   c.optimizer.weight_decay = 0.0   # sgd/adam: L2 added to the gradient; adamw: decoupled
+  c.optimizer.weight_decay_mask = "all"  # all (He et al.) | no_bn_bias: no decay on norm scales/offsets, biases
   c.optimizer.grad_clip_norm = 0.0 # 0: off
 
   c.schedule = ml_collections.ConfigDict()

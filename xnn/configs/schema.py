@@ -31,7 +31,7 @@ from xnn.ops.backend import CPU_CONV_MODES
 OPEN = ("model.kwargs",)
 
 CHOICES = {
-    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.dtype": ("float32", "bfloat16"),
     "data.augment": AUGMENTATIONS,
     "data.normalize": NORMALIZATIONS,
     "data.as_sequence": SEQUENCE_READINGS,
@@ -39,6 +39,7 @@ CHOICES = {
     "train.device_resident": ("auto", "on", "off"),
     "train.cpu_conv": CPU_CONV_MODES,
     "optimizer.name": ("sgd", "adam", "adamw"),
+    "optimizer.weight_decay_mask": ("all", "no_bn_bias"),
     "schedule.name": ("constant", "piecewise", "warmup_cosine", "warmup_linear"),
     "schedule.unit": ("step", "epoch"),
     "schedule.cosine": ("half", "quarter"),
@@ -196,6 +197,11 @@ RANGES: dict[str, Range] = {
     "schedule.scales": Range("factors", why="one factor per boundary, or () for schedule.scale at each; "
                              "on the command line --config.schedule.scales=10,0.1,0.1"),
     **{path: Range("choice", choices=tuple(values)) for path, values in CHOICES.items()},
+    "model.dtype": Range("choice", choices=CHOICES["model.dtype"], why=(
+        "the compute dtype; float16 is refused, it needs loss scaling, which xnn does not do: use bfloat16, "
+        "which has float32's exponent range and needs none")),
+    "optimizer.weight_decay_mask": Range("choice", choices=CHOICES["optimizer.weight_decay_mask"], why=(
+        "all: every parameter decayed; no_bn_bias: no decay on normalisation scales/offsets and biases")),
 }
 
 

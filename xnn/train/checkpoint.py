@@ -462,11 +462,14 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
 WEIGHTS = ("params", "batch_stats")
 
 
-def restore_weights(workdir: str) -> tuple[int, dict[str, Any]]:
+def restore_weights(workdir: str, step: int | None = None,
+                    warn: Callable[[str], None] | None = None) -> tuple[int, dict[str, Any]]:
   """(step, ``{"params": ..., "batch_stats": ...}``) of the newest checkpoint of the run in
-  ``workdir`` that verifies, as NumPy arrays, whatever its optimiser; nothing is written there.
+  ``workdir`` that verifies (or of ``step``, which must verify), as NumPy arrays, whatever its
+  optimiser; read-only: nothing is written there, and a run still training may be read.
 
-  Raises ``CheckpointError`` naming each step and why when none verifies (or there is none).
+  Each newer step that does not verify goes to ``warn`` (default: a ``WARNING:`` line).
+  Raises ``CheckpointError`` (one line, each step and why) when none verifies.
   """
   folder = os.path.join(os.path.abspath(workdir), "checkpoints")
   try:
@@ -474,22 +477,26 @@ def restore_weights(workdir: str) -> tuple[int, dict[str, Any]]:
   except (FileNotFoundError, NotADirectoryError):
     steps = []
   if not steps:
-    raise CheckpointError(f"train.init_from={workdir!r}: no checkpoint in {folder}")
+    raise CheckpointError(f"{workdir!r} has no checkpoint (none in {folder})")
+  if step is not None and step not in steps:
+    raise CheckpointError(f"{workdir!r} has no checkpoint at step {step}; it has "
+                          f"step{'s' if len(steps) > 1 else ''} {', '.join(map(str, sorted(steps)))}")
+  warn = warn or (lambda text: print(f"WARNING: {text}", flush=True))
   bad: list[tuple[int, str]] = []
   with quiet():       # orbax warns that a read-only manager saves nothing
     options = ocp.CheckpointManagerOptions(read_only=True, enable_async_checkpointing=False)
     manager = ocp.CheckpointManager(folder, options=options, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
   with manager:
-    for step in steps:
-      weights, why = _try_restore_weights(manager, step)
+    for s in [step] if step is not None else steps:
+      weights, why = _try_restore_weights(manager, s)
       if weights is not None:
         for b, reason in bad:
-          print(f"WARNING: checkpoint at step {b} of {workdir} does not verify ({reason}); using step {step}",
-                flush=True)
-        return step, weights
-      bad.append((step, why))
-  raise CheckpointError(f"train.init_from={workdir!r}: no checkpoint in {folder} verifies: "
-                        + ", ".join(f"step {s} ({why})" for s, why in bad))
+          warn(f"checkpoint at step {b} does not verify ({reason}); using step {s} of {workdir}")
+        return s, weights
+      bad.append((s, why))
+  if step is not None:
+    raise CheckpointError(f"the checkpoint at step {step} of {workdir!r} does not verify ({bad[0][1]})")
+  raise CheckpointError(f"no checkpoint of {workdir!r} verifies: " + ", ".join(f"step {s} ({w})" for s, w in bad))
 
 
 def _try_restore_weights(manager: ocp.CheckpointManager, step: int) -> tuple[dict | None, str | None]:

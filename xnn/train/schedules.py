@@ -23,14 +23,25 @@ Schedules (``config.schedule.name``):
 ``unit="epoch"`` holds the rate constant within an epoch and, for the cosine,
 puts t = 1 at the last epoch (as the course's per-epoch callback does);
 ``unit="step"`` changes it every step with t = (step - warmup)/(total - warmup).
+
+Optimisers (``config.optimizer.name``): ``sgd`` and ``adam`` add the L2 term
+``weight_decay * param`` to the gradient (PyTorch's ``weight_decay``), ``adamw`` decays
+decoupled from the gradient (Loshchilov & Hutter 2019). ``weight_decay_mask`` chooses the
+leaves: ``all`` (He et al. 2015) or ``no_bn_bias`` (``decay_mask``: no decay on
+normalisation scales/offsets and biases, as the flax ImageNet example and most CIFAR
+recipes do).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import optax
+
+from xnn.configs import schema
 
 
 def create_learning_rate_fn(cfg: Any, peak: float, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
@@ -79,21 +90,61 @@ def create_learning_rate_fn(cfg: Any, peak: float, steps_per_epoch: int, total_s
   return schedule
 
 
+# Parameter names that are biases or normalisation scales whatever their rank: flax's ``bias`` and
+# ``scale`` (Dense, Conv, BatchNorm, LayerNorm), the zoo's ``W_q_bias``-style attention biases (heads x
+# features) and the mixture-of-experts' per-expert ``b1``/``b2``.
+NO_DECAY_NAMES = re.compile(r"(.*_)?bias|scale|b\d*", re.IGNORECASE)
+WEIGHT_DECAY_MASKS = schema.CHOICES["optimizer.weight_decay_mask"]
+
+
+def _leaf_name(path: tuple) -> str:
+  """The last key of a tree path: a dict key, an attribute name or a sequence index."""
+  key = path[-1] if path else None
+  return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+
+
+def decay_mask(params: Any) -> Any:
+  """``params``' tree of bools: True where ``optimizer.weight_decay_mask='no_bn_bias'`` decays the leaf.
+
+  A leaf is decayed when it has more than one axis (the rule of the flax ImageNet example,
+  google/flax examples/imagenet/train.py: ``sum(jnp.sum(x**2) for x in params if x.ndim > 1)``,
+  which leaves out every BatchNorm scale/offset and every dense/conv bias) and is not named as a bias or
+  normalisation scale (``NO_DECAY_NAMES``: biases of more than one axis, such as per-head attention biases).
+  """
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: bool(jnp.ndim(x) > 1 and not NO_DECAY_NAMES.fullmatch(_leaf_name(path))), params)
+
+
+def decayed_paths(params: Any, mask: str = "no_bn_bias") -> dict[str, bool]:
+  """``{path: decayed?}`` for every parameter (paths as ``jax.tree_util.keystr``) under ``mask``."""
+  flags = decay_mask(params) if mask == "no_bn_bias" else jax.tree.map(lambda _: True, params)
+  return {jax.tree_util.keystr(p): f for p, f in jax.tree_util.tree_leaves_with_path(flags)}
+
+
 def create_optimizer(cfg: Any, lr_fn: optax.Schedule) -> optax.GradientTransformation:
-  """SGD (momentum, Nesterov) with L2, Adam with L2, or AdamW, from ``config.optimizer``."""
+  """SGD (momentum, Nesterov) with L2, Adam with L2, or AdamW, from ``config.optimizer``.
+
+  ``weight_decay_mask``: ``all`` decays every parameter, BatchNorm scales/offsets and biases included (He et
+  al. 2015, sec. 4.2, give a decay of 1e-4 without naming parameters); ``no_bn_bias`` only the leaves
+  ``decay_mask`` selects (optax's ``mask``: the other leaves' updates are
+  those of the optimiser without weight decay, exactly).
+  """
+  mask = getattr(cfg, "weight_decay_mask", "all")
+  if mask not in WEIGHT_DECAY_MASKS:
+    raise ValueError(f"optimizer.weight_decay_mask must be one of {', '.join(WEIGHT_DECAY_MASKS)}, got {mask!r}")
+  mask_fn = decay_mask if mask == "no_bn_bias" else None
   chain = []
   if cfg.grad_clip_norm:
     chain.append(optax.clip_by_global_norm(cfg.grad_clip_norm))
+  if cfg.name in ("sgd", "adam") and cfg.weight_decay:
+    chain.append(optax.add_decayed_weights(cfg.weight_decay, mask=mask_fn))   # coupled L2, as PyTorch's SGD/Adam
   if cfg.name == "sgd":
-    if cfg.weight_decay:
-      chain.append(optax.add_decayed_weights(cfg.weight_decay))   # coupled L2, as PyTorch's SGD
     chain.append(optax.sgd(lr_fn, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
   elif cfg.name == "adam":
-    if cfg.weight_decay:
-      chain.append(optax.add_decayed_weights(cfg.weight_decay))
     chain.append(optax.adam(lr_fn, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps))
   elif cfg.name == "adamw":
-    chain.append(optax.adamw(lr_fn, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay))
+    chain.append(optax.adamw(lr_fn, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                             mask=mask_fn))
   else:
     raise ValueError(f"optimizer.name must be sgd, adam or adamw, got {cfg.name!r}")
   return optax.chain(*chain)

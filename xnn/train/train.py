@@ -256,7 +256,10 @@ def initial_weights(cfg: ml_collections.ConfigDict, abstract_variables: Any, pre
   source = cfg.train.init_from
   if not source or previous is not None:
     return None
-  step, weights = ckpt.restore_weights(source)
+  try:
+    step, weights = ckpt.restore_weights(source)
+  except ckpt.CheckpointError as e:
+    raise ckpt.CheckpointError(f"train.init_from={source!r}: {e}") from None
   for name in ("params", "batch_stats"):
     want = abstract_variables.get(name)
     got = weights.get(name)
