@@ -82,14 +82,9 @@ def restore_checkpoint(workdir: str, step: int | None = None) -> tuple[int, dict
   """(step, ``{"params": ..., "batch_stats": ...}``) of the newest checkpoint that verifies, or of ``step``
   (which must verify), read-only."""
   from xnn.train import checkpoint as ckpt
-  from xnn.train.resume import checkpoint_steps
-  steps = checkpoint_steps(workdir)
-  folder = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not steps:
+  if not ckpt.checkpoint_steps(workdir):
+    folder = os.path.join(os.path.abspath(workdir), "checkpoints")
     raise CommandError(f"{workdir!r} has no checkpoint to evaluate (none in {folder})")
-  if step is not None and step not in steps:
-    raise CommandError(f"--step {step}: {workdir!r} has no checkpoint at step {step}; "
-                       f"it has step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))}")
   warn = lambda text: print(f"xnn eval: warning: {text}", file=sys.stderr, flush=True)  # noqa: E731
   try:
     return ckpt.restore_weights(workdir, step, warn=warn)

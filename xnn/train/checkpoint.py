@@ -19,11 +19,9 @@ and the newest one that verifies is loaded.
 
 The digest (named in the manifest) is XXH3-128 when the ``xxhash`` package is
 installed, else SHA-256. A non-cryptographic 128-bit hash is enough against accidental
-corruption (whoever can rewrite a file can rewrite the manifest too), and it is the one
-that stays small next to the save: for a ResNet-50 Adam state (307 MB) on the 2-core
-AMD EPYC, hashing arrays + files took 3% of orbax's save with XXH3-128, 10-16% with
-SHA-256, 7-12% with zlib's CRC-32 (32 bits only), 20-36% with BLAKE2b
-(``benchmarks/checkpoint_digest.py``, ``benchmarks/RESULTS.md``).
+corruption (whoever can rewrite a file can rewrite the manifest too), and of the four
+offered it is the one that stays smallest next to the save (``benchmarks/checkpoint_digest.py``;
+the measurements are in ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -247,6 +245,12 @@ def check_files(folder: str, manifest: dict) -> str | None:
   return None
 
 
+def verify_files(folder: str) -> tuple[dict | None, str | None]:
+  """(manifest, None) when the step folder's manifest and every file verify, else (manifest or None, why)."""
+  manifest, why = read_manifest(folder)
+  return manifest, why if why is not None else check_files(folder, manifest)
+
+
 def check_values(manifest: dict, restored: dict) -> str | None:
   """The first restored array, input position or meta item whose digest differs from the saved one."""
   algorithm = manifest["algorithm"]
@@ -406,10 +410,7 @@ def _settle(swallowed: list, calm_rounds: int = 3, pause_s: float = 0.02, limit_
 def _try_restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
                  data_restore_args: Callable[[], Any]) -> tuple[dict | None, str | None]:
   """(restored items, None) if ``step`` verifies before and after loading, else (None, why)."""
-  folder = step_folder(manager, step)
-  manifest, why = read_manifest(folder)
-  if why is None:
-    why = check_files(folder, manifest)
+  manifest, why = verify_files(step_folder(manager, step))
   why = _agree(why)
   if why is not None:
     return None, why
@@ -456,7 +457,15 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
   return None
 
 
-# --- weights of another run (train.init_from) ----------------------------------------------
+# --- weights of another run (train.init_from, xnn eval) -----------------------------------
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  """Steps of the complete checkpoints in ``workdir/checkpoints`` (orbax names them by step), ascending."""
+  try:
+    return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+  except (FileNotFoundError, NotADirectoryError):
+    return []
 
 
 WEIGHTS = ("params", "batch_stats")
@@ -472,10 +481,7 @@ def restore_weights(workdir: str, step: int | None = None,
   Raises ``CheckpointError`` (one line, each step and why) when none verifies.
   """
   folder = os.path.join(os.path.abspath(workdir), "checkpoints")
-  try:
-    steps = sorted((int(d) for d in os.listdir(folder) if d.isdigit()), reverse=True)
-  except (FileNotFoundError, NotADirectoryError):
-    steps = []
+  steps = checkpoint_steps(workdir)[::-1]
   if not steps:
     raise CheckpointError(f"{workdir!r} has no checkpoint (none in {folder})")
   if step is not None and step not in steps:
@@ -501,10 +507,7 @@ def restore_weights(workdir: str, step: int | None = None,
 
 def _try_restore_weights(manager: ocp.CheckpointManager, step: int) -> tuple[dict | None, str | None]:
   """The weights of ``step`` verified against its manifest (files before, arrays after), or (None, why)."""
-  folder = step_folder(manager, step)
-  manifest, why = read_manifest(folder)
-  if why is None:
-    why = check_files(folder, manifest)
+  manifest, why = verify_files(step_folder(manager, step))
   if why is not None:
     return None, why
   one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -29,6 +29,7 @@ from typing import Any
 import ml_collections
 
 from xnn.configs.default import get_config as default_config
+from xnn.train.checkpoint import checkpoint_steps
 
 # field -> why it may change when a run resumes
 MAY_CHANGE = {
@@ -96,15 +97,6 @@ def _read_json(path: str) -> dict[str, Any] | None:
     raise ValueError(f"{path} cannot be read ({e}); move the workdir aside or use another --workdir") from None
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-  """Steps of the complete checkpoints in ``workdir/checkpoints`` (orbax names them by step)."""
-  folder = os.path.join(workdir, "checkpoints")
-  try:
-    return sorted(int(d) for d in os.listdir(folder) if d.isdigit())
-  except (FileNotFoundError, NotADirectoryError):
-    return []
-
-
 @dataclasses.dataclass
 class Previous:
   """What an earlier segment of this run left in its workdir."""
@@ -120,7 +112,8 @@ def finished(workdir: str, cfg: ml_collections.ConfigDict) -> dict[str, Any] | N
   if final is None or old is None or "step" not in final:
     return None
   new = as_plain(cfg)
-  same_length = all(flatten(old).get(k) == flatten(new).get(k) for k in LENGTH_FIELDS)
+  before, after = flatten(old), flatten(new)
+  same_length = all(before.get(k) == after.get(k) for k in LENGTH_FIELDS)
   if differences(old, new) or not same_length or final["step"] not in checkpoint_steps(workdir):
     return None
   return final

@@ -121,12 +121,9 @@ def already_finished(workdir: str, final: dict[str, Any]) -> Result:
     print(f"{workdir}: already finished at step {final['step']} (test accuracy "
           f"{_fmt(final.get('test_accuracy'))}); nothing to do", flush=True)
   fields = {f.name for f in dataclasses.fields(Result)} - {"state"}
-  return Result(**{k: _as_float(v) if k not in ("step", "params") else v
+  # final.json's numbers as written; a non-finite one as its name ("nan"), which float() reads back
+  return Result(**{k: float(v) if k not in ("step", "params") and isinstance(v, (int, float, str)) else v
                    for k, v in final.items() if k in fields})
-
-
-def _as_float(v: Any) -> Any:
-  return float(v) if isinstance(v, (int, float, str)) and v is not None and not isinstance(v, bool) else v
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -181,15 +178,9 @@ def load_data(cfg: ml_collections.ConfigDict, dataset: Dataset | None) -> Datase
 
 
 def prepare_workdir(cfg: ml_collections.ConfigDict, workdir: str, record: dict[str, Any]) -> str | None:
-  """Checks ``workdir`` can be written, points the compilation cache, writes ``config.json`` and
-  ``run.json`` (after every check: a refused run writes nothing); returns the cache directory."""
-  try:
-    probe = os.path.join(workdir, f".xnn_write_test.{os.getpid()}")   # one per process (multi-host)
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.unlink(probe)
-  except OSError as e:
-    raise ValueError(f"workdir {workdir!r} is not writable: {e.strerror or e}") from None
+  """Points the compilation cache, writes ``config.json`` and ``run.json`` (after every check: a
+  refused run writes nothing; ``hold_workdir`` has found the folder writable); returns the cache
+  directory."""
   cache_dir = enable_persistent_cache(cfg.train.compilation_cache, workdir, cfg.train.compilation_cache_min_s,
                                       cfg.train.compilation_cache_max_gb)
   if jax.process_index() == 0:
@@ -371,7 +362,7 @@ class Bookkeeping:
 
   def to_meta(self, step: int) -> dict[str, Any]:
     return {"epoch_values": {k: [float(x) for x in v] for k, v in self.epoch_values.items()},
-            "last_eval": self.last_eval, "segments": [*self.segments, self.segment(step)]}
+            "last_eval": self.last_eval, "segments": self.all_segments(step)}
 
   def all_segments(self, step: int) -> list[dict[str, Any]]:
     return [*self.segments, self.segment(step)]
