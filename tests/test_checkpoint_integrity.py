@@ -207,6 +207,21 @@ def test_missing_manifest_is_skipped(streaming, tmp_path, capsys):
       "WARNING: checkpoint at step 8 does not verify (missing manifest); falling back to step 4"]
 
 
+def test_saves_interrupted_before_any_manifest_start_the_run_afresh(streaming, tmp_path, capsys):
+  """A kill between orbax's save and xnn's manifest of the first checkpoints: no run to resume, nothing loaded."""
+  from xnn.train import resume
+  run = copy(streaming[0], tmp_path)
+  for s in STEPS:
+    os.remove(os.path.join(run, "checkpoints", str(s), ckpt.MANIFEST))
+  assert ckpt.checkpoint_steps(str(run)) == [4, 8] and ckpt.checkpoint_steps(str(run), complete=True) == []
+  assert resume.check(str(run), None) is None            # a fresh run: config.json is not even read
+  restored, _, manager = restore_streaming(run)
+  assert restored is None and manager.all_steps() == []
+  assert warnings(capsys.readouterr().out) == [
+      f"WARNING: the checkpoints at step 8, 4 in {run / 'checkpoints'} were interrupted while being saved "
+      "(no manifest); starting afresh"]
+
+
 def test_none_verifies_raises_listing_each_step(streaming, tmp_path, capsys):
   run = copy(streaming[0], tmp_path)
   bad = [r for r in step_files(run, 8) if r.startswith("state/ocdbt.process_0/d/")][0]

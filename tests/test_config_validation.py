@@ -84,6 +84,9 @@ BAD = [
     ("schedule.boundaries", (48000, 32000), {}), ("schedule.boundaries", (100, 100), {}),
     ("schedule.boundaries", (1.5,), {}), ("schedule.boundaries", (True,), {}), ("schedule.scale", 0.0, {}),
     ("schedule.scales", (0.1, -1.0), {"schedule.boundaries": (1, 2)}), ("schedule.scales", ("x",), {}),
+    ("train.ema_decay", 1.0, {}), ("train.ema_decay", -0.1, {}), ("train.grad_accum_steps", 0, {}),
+    ("model.aux_loss_weight", -0.5, {}), ("model.aux_loss_weight", -2.0, {}), ("data.mixup_alpha", -0.2, {}),
+    ("data.cutmix_alpha", NAN, {}),
     # between fields
     ("train.num_epochs", 0, {"train.num_steps": 0}),
     ("data.crop_size", 0, {"data.augment": "random_crop"}),
@@ -91,6 +94,8 @@ BAD = [
     ("schedule.boundaries", (), {"schedule.name": "piecewise"}),
     ("schedule.scales", (10.0, 0.1), {"schedule.boundaries": (1, 2, 3)}),
     ("optimizer.nesterov", True, {"optimizer.name": "sgd", "optimizer.momentum": 0.0}),
+    ("train.grad_accum_steps", 3, {"train.batch_size": 64}),            # micro-batches of 64/3 examples
+    ("train.bn_group_size", 32, {"train.bn_stats": "groups", "train.batch_size": 64, "train.grad_accum_steps": 4}),
 ]
 
 
@@ -113,6 +118,9 @@ GOOD = [  # the edges of the ranges, and the settings the ranges must not refuse
     {"data.augment": "random_crop", "data.crop_size": 32}, {"optimizer.learning_rate": 1},
     {"data.augment": "random_crop", "data.crop_size": 28, "data.image_size": 0},   # checked against the data
     {"train.compilation_cache": ""}, {"data.pad": 0}, {"optimizer.weight_decay": 0.0},
+    {"model.aux_loss_weight": -1}, {"model.aux_loss_weight": 0.0}, {"train.ema_decay": 0.9999},
+    {"train.grad_accum_steps": 4, "train.batch_size": 64},
+    {"train.bn_stats": "groups", "train.bn_group_size": 16, "train.batch_size": 64, "train.grad_accum_steps": 4},
 ]
 
 
@@ -141,9 +149,11 @@ NUMERIC = sorted(p for p, r in schema.RANGES.items() if r.kind in ("int", "real"
 
 def _inside(r: schema.Range) -> st.SearchStrategy:
   if r.kind == "int":
-    return st.integers(min_value=r.lo, max_value=r.hi)
-  return st.floats(min_value=r.lo, max_value=r.hi, exclude_min=r.lo_open and r.lo is not None,
-                   exclude_max=r.hi_open and r.hi is not None, allow_nan=False, allow_infinity=False)
+    within = st.integers(min_value=r.lo, max_value=r.hi)
+  else:
+    within = st.floats(min_value=r.lo, max_value=r.hi, exclude_min=r.lo_open and r.lo is not None,
+                       exclude_max=r.hi_open and r.hi is not None, allow_nan=False, allow_infinity=False)
+  return st.one_of(within, st.sampled_from(r.also)) if r.also else within
 
 
 def _outside(r: schema.Range) -> st.SearchStrategy:
@@ -156,11 +166,14 @@ def _outside(r: schema.Range) -> st.SearchStrategy:
     options.append(st.floats(max_value=r.lo, exclude_max=not r.lo_open, allow_nan=False, allow_infinity=False))
   if r.hi is not None:
     options.append(st.floats(min_value=r.hi, exclude_min=not r.hi_open, allow_nan=False, allow_infinity=False))
-  return st.one_of(options)
+  return st.one_of(options).filter(lambda v: v not in r.also)
 
 
 def _set(path: str, value) -> ml_collections.ConfigDict:
-  return _config({"train.num_steps": 5, path: value})    # num_steps > 0: any num_epochs >= 0 is a run
+  fields = {"train.num_steps": 5, path: value}           # num_steps > 0: any num_epochs >= 0 is a run
+  if path == "train.grad_accum_steps" and isinstance(value, int) and value > 0:
+    fields["train.batch_size"] = value                   # one example per micro-batch: any count divides it
+  return _config(fields)
 
 
 @settings(max_examples=300, deadline=None)

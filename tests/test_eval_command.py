@@ -129,7 +129,7 @@ ERRORS = [  # (arguments after the workdir, how to make the workdir, what the on
     (["--step", "5"], lambda run, tmp: run, "has no checkpoint at step 5; it has steps 11, 22"),
     (["--step", "0"], lambda run, tmp: run, "argument --step: invalid value '0'"),
     (["--split", "validation"], lambda run, tmp: run, "argument --split: invalid choice: 'validation'"),
-    (["--ema"], lambda run, tmp: run, "--ema is not available yet"),
+    (["--ema"], lambda run, tmp: run, "keeps no moving average of its weights (its train.ema_decay is 0)"),
 ]
 
 

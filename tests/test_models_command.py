@@ -94,10 +94,15 @@ def test_shipped_catalog_is_current_and_exact():
   catalog = json.loads(cmd.CATALOG.read_text())
   assert catalog["params_key"] == cmd.source_key("params"), "stale catalog: run `xnn models --write-catalog`"
   assert catalog["macs_key"] == cmd.source_key("macs"), "stale catalog: run `xnn models --write-catalog`"
+  assert catalog["train_only_key"] == cmd.source_key("train_only"), "stale catalog: run `xnn models --write-catalog`"
   assert set(catalog["models"]) == set(M.names())
   for name in ("lenet5", "resnet20", "squeezenet1_1", "mobilenet_v2_28", "lstm_classifier",
                "transformer_classifier"):
-    assert catalog["models"][name] == {"params": cmd.count_params(name), "macs": cmd.count_macs(name)}, name
+    assert catalog["models"][name] == {"params": cmd.count_params(name), "train_only": 0,
+                                       "macs": cmd.count_macs(name)}, name
+  # torchvision inception_v3(): 27,161,264 parameters, 3,326,696 of them in the AuxLogits head.
+  assert catalog["models"]["inception_v3"]["params"] == 27_161_264
+  assert catalog["models"]["inception_v3"]["train_only"] == 3_326_696 == cmd.count_train_only("inception_v3")
 
 
 def test_catalog_answers_without_counting(monkeypatch, tmp_path):
@@ -128,6 +133,7 @@ def test_cache_keeps_each_model_and_is_reused(monkeypatch, tmp_path, capsys):
     return len(name)
 
   monkeypatch.setattr(cmd, "count_params", count)
+  monkeypatch.setattr(cmd, "count_train_only", lambda name: 0)
   with pytest.raises(KeyboardInterrupt):            # interrupted at the third model
     cmd.collect("dense")
   cache = tmp_path / "models" / f"params-{cmd.source_key('params')}.json"
@@ -145,18 +151,25 @@ def test_cache_keeps_each_model_and_is_reused(monkeypatch, tmp_path, capsys):
   assert calls == [] and capsys.readouterr().err == ""          # all known: silent
 
 
-def test_write_catalog(monkeypatch, tmp_path):
+def test_write_catalog(monkeypatch, tmp_path, capsys):
   monkeypatch.setenv("XNN_CACHE_DIR", str(tmp_path))
   monkeypatch.setattr(cmd, "count_params", len)
+  monkeypatch.setattr(cmd, "count_train_only", lambda name: 7 * (name == "inception_v3"))
   monkeypatch.setattr(cmd, "count_macs", lambda name: 1000 * len(name))
   path = tmp_path / "catalog.json"
   catalog = cmd.write_catalog(path, use_cache=False)
   assert json.loads(path.read_text()) == catalog
   assert catalog["params_key"] == cmd.source_key("params") and catalog["macs_key"] == cmd.source_key("macs")
-  assert catalog["models"]["resnet20"] == {"params": 8, "macs": 8000}
+  assert catalog["models"]["resnet20"] == {"params": 8, "train_only": 0, "macs": 8000}
+  assert catalog["models"]["inception_v3"] == {"params": 12, "train_only": 7, "macs": 12000}
   monkeypatch.setattr(cmd, "CATALOG", path)
   monkeypatch.setattr(cmd, "count_params", None)     # everything now comes from the catalog
+  monkeypatch.setattr(cmd, "count_train_only", None)
   assert {r["name"]: r["params"] for r in cmd.collect("serial")}["lenet5"] == 6
+  rows = cmd.collect("parallel")
+  cmd.print_table(rows, with_macs=False)              # the training-only parameters are marked and named
+  out = capsys.readouterr().out
+  assert "12*" in out and "* includes parameters used only in training (auxiliary classifiers): inception_v3 7" in out
 
 
 def _names_in(text):

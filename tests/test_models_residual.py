@@ -3,10 +3,11 @@
 Parameter counts are computed abstractly (`jax.eval_shape`, no memory or compute)
 at each model's default input and compared with the exact count of the
 reference implementation named next to each number. Stage shapes are checked
-against the seed/paper tables. Every registered network gets an abstract
-training step (`jax.eval_shape` of value_and_grad + SGD update) at its smallest
-input; one reduced-depth instance per block type runs a real forward pass and
-SGD step (see `REAL_STEP`), which keeps the file fast on two CPU cores.
+against the seed/paper tables. Every registered network runs its train- and
+inference-mode forward passes at its smallest input (`jax.eval_shape`); one
+reduced-depth instance per block type takes a real step of ``xnn train``'s train
+step (``train_steps``; see `REAL_STEP`), which keeps the file fast on two CPU cores.
+Every model's train step at its default input is traced in ``test_every_model_trains.py``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ import optax
 import pytest
 
 import xnn.models as models
+from train_steps import state_from, train_step
 from xnn.models import residual as R
 from xnn.models import residual_blocks as rb
+from xnn.train import tasks
+from xnn.train.step import variables_of
 
 
 def n_params(model: nn.Module, shape: tuple[int, ...]) -> int:
@@ -408,40 +412,26 @@ def test_channel_shuffle():
 SMALL = {"inception_resnet_v2": (75, 75, 3), "resnet_v2b": (28, 28, 3), "mobilenet_v2_28": (28, 28, 3)}
 
 
-def _train_step(model: nn.Module, variables, x: jnp.ndarray, y: jnp.ndarray):
-  """value_and_grad of the cross-entropy in train mode (batch_stats mutable), one SGD update."""
-  params, stats = variables["params"], variables.get("batch_stats", {})
-
-  def loss_fn(p):
-    logits, new = model.apply({"params": p, "batch_stats": stats}, x, train=True,
-                              mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)})
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), (logits, new)
-
-  (loss, (logits, new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
-  return loss, logits, grads, {"params": params, "batch_stats": new["batch_stats"]}
-
-
 # resnet1202 is resnet110's code with n=200 instead of 18 (45 s to trace on this machine); its
-# init is traced by the parameter-count test and resnet110 takes the abstract step.
-ABSTRACT_STEP = sorted(set(models.names("residual")) - {"resnet1202"})
+# init is traced by the parameter-count test and resnet110 takes the forward passes.
+SMALL_INPUT = sorted(set(models.names("residual")) - {"resnet1202"})
 
 
-@pytest.mark.parametrize("name", ABSTRACT_STEP)
-def test_abstract_train_step(name):
-  """Every network: init, train-mode forward, gradient, SGD update, eval forward (traced only)."""
+@pytest.mark.parametrize("name", SMALL_INPUT)
+def test_forward_passes_at_the_smallest_input(name):
+  """Every network: train-mode init, train-mode forward (batch statistics updated), inference forward
+  (traced only)."""
   shape = SMALL.get(name, (32, 32, 3))
   model = models.build(name, num_classes=10)
 
-  def step(x, y):
-    v = model.init({"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x)
-    loss, logits, grads, new = _train_step(model, v, x, y)
-    return loss, logits, grads, model.apply(new, x, train=False), v["params"]
+  def passes(x):
+    v = models.init_variables(model, (x,), jax.random.PRNGKey(0))
+    logits, new = model.apply(v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.PRNGKey(2)})
+    return logits, new, model.apply(v, x, train=False), v
 
-  loss, logits, grads, eval_logits, params = jax.eval_shape(
-      step, jax.ShapeDtypeStruct((2, *shape), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.int32))
-  assert loss.shape == () and logits.shape == eval_logits.shape == (2, 10)
-  assert jax.tree_util.tree_map(lambda a: a.shape, grads) == jax.tree_util.tree_map(lambda a: a.shape, params)
+  logits, new, eval_logits, v = jax.eval_shape(passes, jax.ShapeDtypeStruct((2, *shape), jnp.float32))
+  assert logits.shape == eval_logits.shape == (2, 10)
+  assert jax.tree_util.tree_structure(new["batch_stats"]) == jax.tree_util.tree_structure(v["batch_stats"])
 
 
 def host_init(model: nn.Module, x: jnp.ndarray, seed: int = 0):
@@ -501,23 +491,27 @@ REAL_STEP = {
 
 @pytest.mark.parametrize("kind", sorted(REAL_STEP))
 def test_real_train_step(kind):
+  """One step of xnn train's train step (plain SGD, lr 0.1) from host-filled weights, compiled."""
   make, shape = REAL_STEP[kind]
   model = make()
   x = jax.random.normal(jax.random.PRNGKey(3), (2, *shape))
-  y = jnp.array([1, 7])
-  v = host_init(model, x)
+  batch = {"inputs": x, "label": jnp.array([1, 7])}
+  task = tasks.ImageClassification(("inputs",), "label")
+  state = state_from(host_init(model, x), optax.sgd(0.1))
+  step = train_step(model, task)
 
   @jax.jit   # everything in one compilation: eager per-leaf ops compile one kernel per shape
-  def run(v, x, y):
-    loss, logits, grads, new = _train_step(model, v, x, y)
+  def run(state, batch):
+    new, metrics = step(state, batch, jax.random.PRNGKey(2))
     changed = lambda a, b: jnp.stack([jnp.any(p != q) for p, q in zip(jax.tree_util.tree_leaves(a),
                                                                      jax.tree_util.tree_leaves(b))])
-    return dict(loss=loss, logits=logits, gnorm=optax.global_norm(grads),
-                stats_moved=changed(new["batch_stats"], v["batch_stats"]),
-                params_moved=changed(new["params"], v["params"]),
-                eval_logits=model.apply(new, x, train=False))
+    logits = model.apply(variables_of(state), batch["inputs"], train=True, mutable=["batch_stats"])[0]
+    return dict(loss=metrics["loss"], logits=logits, gnorm=metrics["grad_norm"],
+                stats_moved=changed(new.batch_stats, state.batch_stats),
+                params_moved=changed(new.params, state.params),
+                eval_logits=model.apply(variables_of(new), batch["inputs"], train=False))
 
-  out = jax.device_get(run(v, x, y))
+  out = jax.device_get(run(state, batch))
   assert out["logits"].shape == out["eval_logits"].shape == (2, 10)
   assert np.isfinite(out["loss"]) and out["loss"] > 0
   assert np.isfinite(out["gnorm"]) and out["gnorm"] > 0

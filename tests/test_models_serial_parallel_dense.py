@@ -1,11 +1,11 @@
 """Serial, parallel and dense CNN families: parameter counts, stage shapes, training.
 
 Parameter counts and full-size shapes use `jax.eval_shape` (no memory, no
-compute). Every network also runs a forward pass and one SGD step on CPU at the
-smallest input its architecture allows (batch 2, 10 classes); the deepest
-variants of a family whose shallowest member already runs a real step are
-checked with `jax.eval_shape` of the same train step (traced, gradients and
-shapes checked, not compiled), which keeps this file to a few minutes on 2 cores.
+compute). Every network also runs its train- and inference-mode forward passes at
+the smallest input its architecture allows (batch 2, 10 classes; traced with
+`jax.eval_shape`), and one network of each architecture takes a real step of
+``xnn train``'s train step there (``train_steps.one_step``, compiled). Every model's
+train step at its default input is traced in ``test_every_model_trains.py``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 import xnn.models as M
+from train_steps import one_step, task_and_batch
+from xnn.train.step import variables_of
 from xnn.models.inception import InceptionV1
 from xnn.models.layers import LRN
 from xnn.models.pooling import adaptive_avg_pool, max_pool
@@ -239,33 +240,12 @@ def test_ceil_mode_max_pool():
 # ----------------------------------------------------------------------------- training
 
 
-def make_step(model):
-  """One SGD step of softmax cross-entropy (aux logits weighted 0.3, as in GoogLeNet)."""
-  tx = optax.sgd(0.01)
-
-  def loss_fn(params, batch_stats, x, y, rng):
-    out, upd = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                           rngs={"dropout": rng}, mutable=["batch_stats"])
-    outs = out if isinstance(out, tuple) else (out,)
-    losses = [optax.softmax_cross_entropy_with_integer_labels(o, y).mean() for o in outs]
-    return losses[0] + 0.3 * sum(losses[1:]), (upd, outs)
-
-  def step(variables, x, y, rng):
-    params, bs = variables["params"], variables.get("batch_stats", {})
-    (loss, (upd, outs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, bs, x, y, rng)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    return optax.apply_updates(params, updates), upd, loss, grads, outs
-
-  return step
-
-
 # Every network, at the smallest convenient input (side), batch 2, 10 classes:
-# (name, side, kwargs, real). real=True: compiled and run (init, eval forward, SGD
-# step) for one representative of each architecture; real=False: the very same
-# function through jax.eval_shape (traced end to end, every shape, gradient and
-# update checked, not compiled) for the other depths/widths of an architecture
-# that runs for real. XLA:CPU compile time, not compute, dominates these tests
-# (~10-60 s per network on this 2-core machine), hence the split.
+# (name, side, kwargs, real). real=True: one step of xnn train's train step, compiled and run, for one
+# representative of each architecture; real=False: the train- and inference-mode forward passes
+# through jax.eval_shape (every shape at the smallest input; the train step of every model is traced at
+# its default input in test_every_model_trains.py). XLA:CPU compile time, not compute, dominates the real
+# steps (~10-60 s per network on a 2-core machine), hence the split.
 SMOKE = [
     ("alexnet", 63, {}, False),                 # 63: smallest side the three 3x3/2 pools allow
     ("alexnet_original", 67, {}, False),       # same layers as caffenet, LRN/pool order swapped
@@ -275,7 +255,7 @@ SMOKE = [
     ("vgg16_bn", 32, {}, False), ("vgg19", 32, {}, False), ("vgg19_bn", 32, {}, False),
     ("mobilenet_v1", 32, {}, False), ("mobilenet_v1_075", 32, {}, False),
     ("mobilenet_v1_050", 32, {}, False), ("mobilenet_v1_025", 32, {}, True),
-    ("googlenet", 32, {"aux_logits": True}, True),
+    ("googlenet", 32, {"aux_logits": True}, True),           # both auxiliary heads, weighted 0.3 each
     ("inception_v3", 75, {"aux_logits": False}, False),   # 75: torchvision's minimum (no aux at 75)
     ("inception_v3", 299, {}, False),                     # with the auxiliary head (needs 17x17)
     ("inception_v4", 75, {}, False),
@@ -295,42 +275,40 @@ def test_smoke_list_covers_every_model():
   assert {n for n, _, _, _ in SMOKE} == set(OURS)
 
 
-def smoke(model, x, y):
-  """init -> eval forward -> one SGD step (train mode, BN stats, dropout)."""
-  variables = model.init(RNGS, x, train=True)   # train=True builds auxiliary heads too
-  logits = model.apply(variables, x, train=False)
-  new_params, upd, loss, grads, outs = make_step(model)(variables, x, y, jax.random.key(3))
-  return variables, logits, new_params, upd, loss, grads, outs
+def forward_passes(model, x):
+  """Train-mode outputs (every head) and inference-mode logits of a train-mode init."""
+  variables = M.init_variables(model, (x,), jax.random.key(0))
+  outs, _ = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)}, mutable=["batch_stats"])
+  return outs if isinstance(outs, tuple) else (outs,), model.apply(variables, x, train=False)
 
 
 @pytest.mark.parametrize("name,side,kw,real", SMOKE, ids=[f"{n}@{s}" for n, s, _, _ in SMOKE])
 def test_forward_and_sgd_step(name, side, kw, real):
   model = M.build(name, num_classes=10, **kw)
   x = jax.random.normal(jax.random.key(2), (2, side, side, 3))
-  y = jnp.array([1, 7])
-  fn = lambda x, y: smoke(model, x, y)
-  if real:
-    out = jax.jit(fn).lower(x, y).compile(compiler_options=FAST_COMPILE)(x, y)
-  else:
-    out = jax.eval_shape(fn, x, y)
-  variables, logits, new_params, upd, loss, grads, outs = out
   n_heads = 3 if kw.get("aux_logits") and name == "googlenet" else 2 if name == "inception_v3" and side == 299 else 1
-  assert logits.shape == (2, 10) and loss.shape == ()
-  assert [o.shape for o in outs] == [(2, 10)] * n_heads          # main head (+ auxiliary heads)
-  same = jax.tree_util.tree_map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype,
-                                grads, variables["params"])
-  assert all(jax.tree_util.tree_leaves(same))
-  if "batch_stats" in variables:
-    assert jax.tree_util.tree_structure(upd["batch_stats"]) == jax.tree_util.tree_structure(
-        variables["batch_stats"])
   if not real:
+    outs, logits = jax.eval_shape(lambda x: forward_passes(model, x), x)
+    assert logits.shape == (2, 10)
+    assert [o.shape for o in outs] == [(2, 10)] * n_heads          # main head (+ auxiliary heads)
     return
-  assert bool(jnp.all(jnp.isfinite(logits))) and bool(jnp.isfinite(loss)) and float(loss) > 0
-  gnorm = optax.global_norm(grads)
-  assert bool(jnp.isfinite(gnorm)) and float(gnorm) > 0
-  changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), new_params, variables["params"])
+  _, task, _ = task_and_batch(name, model=model)
+  batch = {"inputs": x, "label": jnp.array([1, 7])}
+
+  def fn(b):     # one compilation: the initial state's inference forward pass and the step
+    state, after, metrics = one_step(model, task, b)
+    return state, after, metrics, model.apply(variables_of(state), b["inputs"], train=False)
+
+  state, after, metrics, logits = jax.jit(fn).lower(batch).compile(compiler_options=FAST_COMPILE)(batch)
+  assert metrics["loss"].shape == () and float(metrics["loss"]) > 0 and np.isfinite(float(metrics["loss"]))
+  assert ("aux_loss" in metrics) == (n_heads > 1)                 # auxiliary heads enter the loss
+  gnorm = float(metrics["grad_norm"])
+  assert np.isfinite(gnorm) and gnorm > 0
+  same = jax.tree_util.tree_map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype, after.params, state.params)
+  assert all(jax.tree_util.tree_leaves(same))
+  changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), after.params, state.params)
   assert any(jax.tree_util.tree_leaves(changed))
-  if "batch_stats" in variables:   # BatchNorm running statistics moved in train mode
-    diff = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), upd["batch_stats"],
-                                  variables["batch_stats"])
+  assert logits.shape == (2, 10) and bool(jnp.all(jnp.isfinite(logits)))
+  if state.batch_stats is not None:   # BatchNorm running statistics moved in train mode
+    diff = jax.tree_util.tree_map(lambda a, b: float(jnp.abs(a - b).max()), after.batch_stats, state.batch_stats)
     assert max(jax.tree_util.tree_leaves(diff)) > 0

@@ -20,8 +20,9 @@ def small_config():
 
 
 def _fake_run(tmp_path, cfg):
-  """A workdir with a config.json and one (empty) checkpoint folder: enough for resume.check."""
+  """A workdir with a config.json and one complete (but empty) checkpoint folder: enough for resume.check."""
   os.makedirs(tmp_path / "checkpoints" / "22")
+  (tmp_path / "checkpoints" / "22" / "xnn_manifest.json").write_text("{}")   # complete: its manifest is written
   (tmp_path / "config.json").write_text(cfg.to_json_best_effort(indent=2))
   return str(tmp_path)
 
@@ -30,7 +31,7 @@ def _changed(value):
   if isinstance(value, bool):
     return not value
   if isinstance(value, (int, float)):
-    return value * 2 + 1
+    return abs(value) * 2 + 1          # -1 (a field's "the model's own") changes too
   if isinstance(value, str):
     return value + "x"
   if isinstance(value, (tuple, list)):

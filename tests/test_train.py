@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -337,27 +338,47 @@ except ValueError as e:
 
 
 def test_two_processes_train_like_one_process_with_the_same_devices(tmp_path):
-  """2 processes x 4 CPU devices joined by jax.distributed == 1 process x 8 devices.
+  """2 processes x 4 CPU devices joined by jax.distributed == 1 process x 8 devices, even when a preemption
+  signals only one of the processes.
 
   Per-host input sharding gives each host its slice of the same global batches, and
   the gradient all-reduce crosses processes (gloo); the final parameters agree to
-  float32 reduction-order noise (1e-5 of each array's scale).
+  float32 reduction-order noise (1e-5 of each array's scale). SIGTERM to process 1 alone
+  stops both at the same step boundary with one checkpoint (they agree on it); the
+  resumed pair ends on the same parameters.
   """
-  args = ["--config.train.num_steps=6", "--config.train.progress_bar=False",
+  args = ["--config.train.num_steps=12", "--config.train.progress_bar=False", "--config.train.log_every_steps=1",
+          "--config.train.device_resident=off", "--config.train.checkpoint_every_steps=100",
           "--config.data.augment=pad_crop_flip", "--config.data.pad=2", "--config.data.flip=False"]
   one = str(tmp_path / "one")
   two = str(tmp_path / "two")
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
   subprocess.run([sys.executable, "-m", "xnn.cli", "train", f"--workdir={one}", *args], check=True,
                  capture_output=True, timeout=600, cwd=REPO, env=env)
+  train = [sys.executable, "-m", "xnn.cli", "train", f"--workdir={two}", *args]
+  with socket.socket() as sock:           # a free port for the coordinator, as launch/local_multihost.py finds one
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  procs = [subprocess.Popen(train, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={
+      **os.environ, "XNN_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "XNN_NUM_PROCESSES": "2",
+      "XNN_PROCESS_ID": str(i), "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}) for i in range(2)]
+  deadline = time.time() + 300
+  while time.time() < deadline and not any(r["type"] == "train" and r["step"] >= 3
+                                           for r in read_metrics(os.path.join(two, "metrics.jsonl"))):
+    time.sleep(0.05)
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=300) for p in procs]
+  assert [p.returncode for p in procs] == [128 + signal.SIGTERM] * 2, outs[0][1].decode()[-2000:]
+  stopped = [int(d) for d in os.listdir(os.path.join(two, "checkpoints")) if d.isdigit()]
+  assert len(stopped) == 1 and 3 <= stopped[0] < 12
   p = subprocess.run([sys.executable, "launch/local_multihost.py", "--processes", "2", "--devices-per-process", "4",
-                      "--", sys.executable, "-m", "xnn.cli", "train", f"--workdir={two}", *args],
-                     capture_output=True, text=True, timeout=600, cwd=REPO)
-  assert p.returncode == 0, p.stderr[-3000:]
-  assert p.stdout.count("done: step 6") == 1          # only the main process reports
+                      "--", *train], capture_output=True, text=True, timeout=600, cwd=REPO)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+  assert p.stdout.count("done: step 12") == 1          # only the main process reports
+  assert f"Resuming from the checkpoint at step {stopped[0]}" in p.stdout
   s1, p1 = final_params(one)
   s2, p2 = final_params(two)
-  assert s1 == s2 == 6
+  assert s1 == s2 == 12
   for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
     assert np.max(np.abs(x - y)) <= 1e-5 * max(1.0, float(np.max(np.abs(x))))
 

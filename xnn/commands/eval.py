@@ -17,6 +17,11 @@ split and step are inside):
   sequence-to-sequence also greedy decoding's token and sequence accuracy.
 * ``confusion.png``: the confusion matrix, coloured by the share of each true class.
 
+With ``--ema`` the moving average of the weights (``train.ema_decay`` > 0, kept in every
+checkpoint beside the weights) is evaluated instead, into ``eval_ema.json`` and
+``confusion_ema.png``; its top-1 accuracy at the last step is ``final.json``'s
+``test_accuracy_ema``.
+
 Nothing else in the workdir is touched: no lock is taken and the checkpoints are opened
 read-only, so a running training may be evaluated. Its newest step is complete once
 its manifest exists (orbax renames a finished step into place, then the manifest is
@@ -42,22 +47,25 @@ TOP_K = 5
 OUTPUT, PICTURE = "eval.json", "confusion.png"
 
 
+def output_names(ema: bool) -> tuple[str, str]:
+  """The files ``xnn eval`` writes: (the numbers, the confusion picture); ``_ema`` ones with ``--ema``."""
+  return ("eval_ema.json", "confusion_ema.png") if ema else (OUTPUT, PICTURE)
+
+
 def parser() -> argparse.ArgumentParser:
   p = ArgumentParser(prog="xnn eval", description="Evaluate a run's newest verified checkpoint (or step N) "
                      f"with the run's own config; writes WORKDIR/{OUTPUT} and WORKDIR/{PICTURE}.")
   p.add_argument("workdir", metavar="WORKDIR", help="a run folder (xnn train --workdir, or one run of a sweep)")
   p.add_argument("--split", choices=SPLITS, default="test", help="the run's data.test_split or data.train_split")
   p.add_argument("--step", type=positive_int, default=None, help="this checkpoint step (default: the newest)")
-  p.add_argument("--ema", action="store_true", help="the exponential moving average of the weights")
+  p.add_argument("--ema", action="store_true",
+                 help="the moving average of the weights (a run trained with train.ema_decay > 0)")
   return p
 
 
 def main(argv: list[str]) -> int:
   args = parser().parse_args(argv)
-  if args.ema:
-    raise CommandError("--ema is not available yet: runs keep no moving average of their weights "
-                       "(train.ema_decay does not exist yet); evaluate the weights themselves without --ema")
-  result = evaluate_run(args.workdir, split=args.split, step=args.step)
+  result = evaluate_run(args.workdir, split=args.split, step=args.step, ema=args.ema)
   print(summary(result))
   return 0
 
@@ -78,51 +86,54 @@ def run_config(workdir: str):
   return schema.resolve(plain)
 
 
-def restore_checkpoint(workdir: str, step: int | None = None) -> tuple[int, dict[str, Any]]:
+def restore_checkpoint(workdir: str, step: int | None = None, ema: bool = False) -> tuple[int, dict[str, Any]]:
   """(step, ``{"params": ..., "batch_stats": ...}``) of the newest checkpoint that verifies, or of ``step``
-  (which must verify), read-only."""
+  (which must verify), read-only; ``ema``: the moving averages of the weights."""
   from xnn.train import checkpoint as ckpt
   if not ckpt.checkpoint_steps(workdir):
     folder = os.path.join(os.path.abspath(workdir), "checkpoints")
     raise CommandError(f"{workdir!r} has no checkpoint to evaluate (none in {folder})")
   warn = lambda text: print(f"xnn eval: warning: {text}", file=sys.stderr, flush=True)  # noqa: E731
   try:
-    return ckpt.restore_weights(workdir, step, warn=warn)
+    return ckpt.restore_weights(workdir, step, warn=warn, ema=ema)
   except ckpt.CheckpointError as e:
     raise CommandError(f"--step {step}: {e}" if step is not None else str(e)) from None
 
 
 def evaluate_run(workdir: str, split: str = "test", step: int | None = None, write: bool = True,
-                 dataset: Any = None) -> dict[str, Any]:
+                 dataset: Any = None, ema: bool = False) -> dict[str, Any]:
   """``eval.json``'s content for one checkpoint of the run in ``workdir`` on ``split``; written with
   ``confusion.png`` when ``write``. ``dataset``: the data of a run trained on a ``Dataset`` passed to
-  ``train_and_evaluate`` (its config names only the registered data set it replaced)."""
+  ``train_and_evaluate`` (its config names only the registered data set it replaced). ``ema``: the
+  moving average of the weights (``train.ema_decay`` > 0) instead of the weights."""
   if split not in SPLITS:
     raise CommandError(f"--split {split!r}: expected one of {', '.join(SPLITS)}")
   cfg = run_config(workdir)
-  step, weights = restore_checkpoint(workdir, step)
+  if ema and not cfg.train.ema_decay:
+    raise CommandError(f"--ema: the run in {workdir!r} keeps no moving average of its weights "
+                       "(its train.ema_decay is 0); evaluate the weights without --ema")
+  step, weights = restore_checkpoint(workdir, step, ema)
   import jax
   import numpy as np
   from jax.sharding import Mesh
   from xnn.ops import conv_setting
-  from xnn.train import tasks as tasks_lib
   from xnn.train.evaluate import Evaluator, make_report_step, report
-  from xnn.train.train import build_model, load_data
+  from xnn.train.train import build_model, load_data, make_task
   ds = load_data(cfg, dataset)
   model = build_model(cfg, ds)
-  task = tasks_lib.task_for(ds, cfg.data, cfg.train.label_smoothing)
+  task = make_task(cfg, ds)
   source = ds if split == "test" else dataclasses.replace(ds, test=ds.train)
   with conv_setting(cpu=cfg.train.cpu_conv):     # the run's own convolutions: the same numbers
     evaluator = Evaluator(source, cfg.data, cfg.train.eval_batch_size, Mesh(np.array(jax.devices()), ("data",)))
     result = report(evaluator.sums(make_report_step(model, task, TOP_K), weights), TOP_K)
     for name, fn in task.final_evals(model, evaluator.example).items():     # greedy decoding (seq2seq)
       result.update(task.summarize(name, evaluator.sums(lambda v, b, fn=fn: fn(v, b), weights)))
-  result = {"workdir": workdir, "step": step, "split": split,
+  result = {"workdir": workdir, "step": step, "split": split, "weights": "moving average" if ema else "trained",
             "data_split": cfg.data.test_split if split == "test" else cfg.data.train_split,
             "model": cfg.model.name, "dataset": cfg.data.name, "task": task.name,
             "unit": "example" if task.name.endswith("classification") else "token", **result}
   if write and jax.process_index() == 0:
-    write_outputs(workdir, result, f"{cfg.model.name} on {cfg.data.name}")
+    write_outputs(workdir, result, f"{cfg.model.name} on {cfg.data.name}" + (" (moving average)" if ema else ""))
   return result
 
 
@@ -150,10 +161,11 @@ def json_text(result: dict[str, Any]) -> str:
 
 
 def write_outputs(workdir: str, result: dict[str, Any], title: str) -> None:
-  """``eval.json`` and ``confusion.png``, each written atomically."""
+  """``eval.json`` and ``confusion.png`` (``output_names``), each written atomically."""
   from xnn.train.metrics import atomic_write
-  atomic_write(os.path.join(workdir, OUTPUT), json_text(result))
-  atomic_write(os.path.join(workdir, PICTURE), confusion_png(result, title))
+  numbers, picture = output_names(result["weights"] == "moving average")
+  atomic_write(os.path.join(workdir, numbers), json_text(result))
+  atomic_write(os.path.join(workdir, picture), confusion_png(result, title))
 
 
 def confusion_png(result: dict[str, Any], title: str) -> bytes:
@@ -192,12 +204,15 @@ def summary(result: dict[str, Any]) -> str:
   per_class = [(a, c) for c, a in enumerate(result["per_class_accuracy"]) if a is not None]
   noun = "token" if result["task"] == "seq2seq" else "class"
   worst = ", ".join(f"{noun} {c} {a:.4f}" for a, c in sorted(per_class)[:3])
-  lines = [f"{result['workdir']}: step {result['step']}, {result['split']} split ({result['data_split']}, "
-           f"{result['examples']} {unit}), {result['model']} on {result['dataset']}",
+  ema = result["weights"] == "moving average"
+  lines = [f"{result['workdir']}: step {result['step']}{' (moving average of the weights)' if ema else ''}, "
+           f"{result['split']} split ({result['data_split']}, {result['examples']} {unit}), "
+           f"{result['model']} on {result['dataset']}",
            f"  top-1 accuracy {result['top1_accuracy']:.4f}, {top5_text}, loss {result['loss']:.4f}",
            f"  lowest per-class accuracy: {worst}"]
   if "greedy_token_accuracy" in result:
     lines.append(f"  greedy decoding: token accuracy {result['greedy_token_accuracy']:.4f}, "
                  f"sequence accuracy {result['greedy_sequence_accuracy']:.4f}")
-  lines.append(f"  wrote {os.path.join(result['workdir'], OUTPUT)} and {os.path.join(result['workdir'], PICTURE)}")
+  numbers, picture = output_names(ema)
+  lines.append(f"  wrote {os.path.join(result['workdir'], numbers)} and {os.path.join(result['workdir'], picture)}")
   return "\n".join(lines)

@@ -2,7 +2,11 @@
 
 For every model: family, default input (H, W, C), classes, parameter count (from
 ``jax.eval_shape`` of ``init`` at the registry's default ``num_classes``: no
-memory, no compute) and, with ``--macs``, MACs (``xnn.cost.analyze_model``).
+memory, no compute) and, with ``--macs``, MACs (``xnn.cost.analyze_model``). The
+parameters are those of the model as trained (``xnn.models.init_variables``, a
+train-mode init): a model with auxiliary classifiers (Inception-v3) counts them, and
+the table says how many of them only training uses (``train_only``: the train-mode
+count minus the inference-mode one).
 
 Counting all models takes a minute (MACs: several), so the numbers are looked up
 by code version: ``source_key`` hashes the syntax trees (docstrings and comments
@@ -33,7 +37,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 CATALOG = PACKAGE / "models" / "catalog.json"
 # The xnn sub-packages whose code determines each number (the MACs also depend on the
 # convolution backend of xnn/ops and on the counting rules of xnn/cost).
-SOURCES = {"params": ("models",), "macs": ("models", "cost", "ops")}
+SOURCES = {"params": ("models",), "train_only": ("models",), "macs": ("models", "cost", "ops")}
 
 
 def _code_tree(path: Path) -> str:
@@ -115,8 +119,9 @@ class Numbers:
         self._warned = True
 
 
-def count_params(name: str) -> int:
-  """Parameters of the registered model `name` at its default input and classes."""
+def count_params(name: str, train: bool = True) -> int:
+  """Parameters of the registered model `name` at its default input and classes: as trained (a train-mode
+  init, auxiliary classifiers included), or those of an inference-mode init (``train=False``)."""
   import xnn.models as M
   info = M.info(name)
   model = M.build(name)
@@ -124,13 +129,22 @@ def count_params(name: str) -> int:
   # Images and feature sequences take floats; token models (embeddings) take integers.
   for dtype in (getattr(info, "input_dtype", None) or jnp.float32, jnp.int32):
     x = jax.ShapeDtypeStruct((1, *info.input_shape), dtype)
+    if train:
+      init = lambda x: M.init_variables(model, (x,), jax.random.key(0), info.rng_streams)  # noqa: E731
+    else:
+      init = lambda x: model.init(jax.random.key(0), x, train=False)  # noqa: E731
     try:
-      variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), x)
+      variables = jax.eval_shape(init, x)
     except (TypeError, ValueError) as e:
       error = error or e
       continue
     return int(sum(leaf.size for leaf in jax.tree_util.tree_leaves(variables.get("params", {}))))
   raise error  # type: ignore[misc]
+
+
+def count_train_only(name: str) -> int:
+  """Parameters of `name` that only training uses (auxiliary classifiers): train-mode minus inference count."""
+  return count_params(name) - count_params(name, train=False)
 
 
 def _macs_fn() -> Callable[[str], Any]:
@@ -177,7 +191,7 @@ class _Progress:
 
 def _fill(rows: list[dict[str, Any]], kinds: dict[str, Numbers]) -> None:
   """Sets each row's numbers of `kinds`, counting (and storing) the ones not known yet."""
-  counters = {"params": count_params, "macs": count_macs}
+  counters = {"params": count_params, "train_only": count_train_only, "macs": count_macs}
   for r in rows:
     for k, numbers in kinds.items():
       r[k] = numbers.get(r["name"])
@@ -215,8 +229,9 @@ def collect(family: str | None = None, with_macs: bool = False, use_cache: bool 
   for name in M.names(family):
     info = M.info(name)
     rows.append({"name": name, "family": info.family, "input_shape": list(info.input_shape),
-                 "num_classes": info.num_classes, "params": None, "description": info.description})
-  kinds = {"params": Numbers("params", use_cache)}
+                 "num_classes": info.num_classes, "params": None, "train_only": None,
+                 "description": info.description})
+  kinds = {"params": Numbers("params", use_cache), "train_only": Numbers("train_only", use_cache)}
   if with_macs:
     kinds["macs"] = Numbers("macs", use_cache)
   _fill(rows, kinds)
@@ -226,17 +241,19 @@ def collect(family: str | None = None, with_macs: bool = False, use_cache: bool 
 def write_catalog(path: Path = CATALOG, use_cache: bool = True) -> dict[str, Any]:
   """Counts parameters and MACs of every model and writes them, with their keys, to `path`."""
   from xnn.train.metrics import atomic_write
-  keys = {"params_key": source_key("params"), "macs_key": source_key("macs")}
+  keys = {f"{k}_key": source_key(k) for k in SOURCES}
   rows = collect(with_macs=True, use_cache=use_cache)
-  if keys != {"params_key": source_key("params"), "macs_key": source_key("macs")}:
+  if keys != {f"{k}_key": source_key(k) for k in SOURCES}:
     raise CommandError("the code changed while the models were counted; catalog not written, run again", 1)
   failed = [f"{r['name']} ({r.get('error') or r.get('macs_error')})" for r in rows
-            if r["params"] is None or r["macs"] is None]
+            if any(r[k] is None for k in SOURCES)]
   if failed:
     raise CommandError(f"cannot count {len(failed)} models, catalog not written: {'; '.join(failed)}", 1)
-  entries = {r["name"]: {"params": r["params"], "macs": r["macs"]} for r in sorted(rows, key=lambda r: r["name"])}
-  head = {"about": "Parameters and MACs of the registered models, valid while params_key / macs_key equal "
-                   "xnn.commands.models.source_key('params' / 'macs'); rewritten by `xnn models --write-catalog`.",
+  entries = {r["name"]: {k: r[k] for k in SOURCES} for r in sorted(rows, key=lambda r: r["name"])}
+  head = {"about": "Parameters (as trained; train_only: those only training uses) and MACs of the registered "
+                   "models, valid while params_key / train_only_key / macs_key equal "
+                   "xnn.commands.models.source_key('params' / 'train_only' / 'macs'); rewritten by "
+                   "`xnn models --write-catalog`.",
           **keys}
   lines = [f" {json.dumps(k)}: {json.dumps(v)}," for k, v in head.items()]
   lines += [' "models": {'] + [f"  {json.dumps(n)}: {json.dumps(e)}," for n, e in entries.items()]
@@ -261,7 +278,7 @@ def _cells(rows: list[dict[str, Any]], with_macs: bool) -> tuple[list[str], list
   body = []
   for r in rows:
     cells = [r["name"], r["family"], "x".join(map(str, r["input_shape"])), str(r["num_classes"]),
-             "error" if r["params"] is None else f"{r['params']:,}"]
+             "error" if r["params"] is None else f"{r['params']:,}" + ("*" if r.get("train_only") else "")]
     if with_macs:
       cells.append("error" if r.get("macs") is None else _human(r["macs"]))
     body.append(cells)
@@ -269,6 +286,15 @@ def _cells(rows: list[dict[str, Any]], with_macs: bool) -> tuple[list[str], list
 
 
 def print_table(rows: list[dict[str, Any]], with_macs: bool) -> None:
+  """The table (``_print_cells``), then a note naming the parameters only training uses."""
+  _print_cells(rows, with_macs)
+  marked = [r for r in rows if r.get("train_only")]
+  if marked:
+    listing = ", ".join(f"{r['name']} {r['train_only']:,}" for r in marked)
+    print(f"* includes parameters used only in training (auxiliary classifiers): {listing}")
+
+
+def _print_cells(rows: list[dict[str, Any]], with_macs: bool) -> None:
   """A rich table on a terminal wide enough for it; aligned plain text otherwise (names never cut)."""
   header, body = _cells(rows, with_macs)
   right = {3, 4, 5}

@@ -5,7 +5,8 @@ recipe in xnn/configs such as ``cifar10_resnet:resnet56``); ``--config.x=v``
 overrides a field (unknown fields and wrong types are errors). ``model.kwargs`` is
 open: ``--config.model.kwargs.NAME=VALUE`` sets any argument of the model's factory
 (values read by ``xnn.configs.args.parse_value``; ``NAME.KEY`` for a dict argument
-such as ``head_kwargs``). Without ``--config`` the embedded
+such as ``head_kwargs``), and ``--config.model.kwargs=NAME=VALUE,NAME=VALUE`` sets
+several (read by ``xnn.configs.args.parse_arg``). Without ``--config`` the embedded
 default runs (LeNet-5 on the bundled digits). Re-running on a workdir that has a
 checkpoint resumes from it.
 
@@ -36,16 +37,29 @@ USAGE = ("usage: xnn train [--config FILE[:ARG]] [--workdir DIR] [--config.FIELD
          "             checkpoints/ (default: runs/<model>_<data>); an existing checkpoint resumes\n"
          "  --config.FIELD=VALUE  override any config field, e.g. --config.train.num_epochs=5\n"
          "  --config.model.kwargs.NAME=VALUE  a model factory argument, e.g. --config.model.kwargs.shortcut=B\n"
+         "  --config.model.kwargs=NAME=VALUE,...  several, e.g. --config.model.kwargs=aux_logits=True\n"
          "  --init_from DIR  start a new run from the newest verified weights of the run in DIR\n"
          "             (same as --config.train.init_from=DIR; --init-from is accepted too)\n"
          "  --debug    show the traceback of an error instead of its one line\n")
 
 
 def _split_kwargs(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-  """``--config.model.kwargs.NAME=VALUE`` arguments apart from the rest (NAME may be new)."""
+  """``--config.model.kwargs.NAME=VALUE`` and ``--config.model.kwargs=NAME=VALUE,...`` arguments apart from
+  the rest (NAME may be new), as NAME -> value text."""
+  from xnn.configs.args import parse_arg
   rest, kwargs = [], {}
   for a in argv:
-    if a.startswith(KWARGS_PREFIX):
+    if a.startswith(KWARGS_PREFIX[:-1] + "="):
+      text = a[len(KWARGS_PREFIX):]
+      try:
+        named = parse_arg(text, lazy=True)
+      except ValueError:
+        named = None
+      if not text.strip() or not named:
+        raise ValueError(f"{a!r}: expected {KWARGS_PREFIX[:-1]}=NAME=VALUE[,NAME=VALUE...], "
+                         "e.g. --config.model.kwargs=aux_logits=True")
+      kwargs.update({name: repr(value) for name, value in named.items()})
+    elif a.startswith(KWARGS_PREFIX):
       name, eq, value = a[len(KWARGS_PREFIX):].partition("=")
       if not eq or not all(part.isidentifier() for part in name.split(".")):
         raise ValueError(f"{a!r}: expected {KWARGS_PREFIX}NAME=VALUE with NAME an argument name "

@@ -30,6 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # loss scaling, which xnn does not do; bfloat16 has float32's exponent range and needs none.
   c.model.dtype = "float32"
   c.model.kwargs = ml_collections.ConfigDict()   # factory arguments, e.g. shortcut="B", head="pixel"
+  # weight of each auxiliary classifier's loss (GoogLeNet aux_logits=True, Inception-v3); -1: the model's
+  # published weight (xnn.models.ModelInfo.aux_loss_weight: GoogLeNet 0.3, Inception-v3 0.4)
+  c.model.aux_loss_weight = -1.0
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "digits"
@@ -45,6 +48,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.flip = True               # horizontal flip in pad_crop_flip / random_crop
   c.data.crop_size = 0             # random_crop (train) / centre crop (test) size
   c.data.normalize = "per_channel" # per_channel | minus_one_one ((x-0.5)/0.5) | none
+  c.data.mixup_alpha = 0.0         # Mixup (Zhang et al. 2018): lam ~ Beta(a, a) per batch; 0: off
+  c.data.cutmix_alpha = 0.0        # CutMix (Yun et al. 2019); both > 0: each batch one of them (p = 0.5)
   c.data.as_sequence = ""          # images as sequences: rows (H steps of W*C) | pixels (H*W steps of C)
   c.data.seq_length = 10           # copy/reverse/sort/addition: sequence length (digits per operand)
   c.data.vocab = 10                # ... number of symbols (addition: the base)
@@ -69,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.device_resident_max_mb = 1024  # auto/on: only if the float32 set fits in this per device
   c.train.steps_per_dispatch = 0   # device-resident: steps per lax.scan dispatch (0: auto)
   c.train.label_smoothing = 0.0    # in [0, 1)
+  c.train.ema_decay = 0.0          # in [0, 1): moving average of the weights, evaluated too; 0: off
+  c.train.grad_accum_steps = 1     # micro-batches per optimiser step (batch_size / k examples each); 1: off
   c.train.init_from = ""           # a workdir: this (new) run starts from its newest verified weights
   c.train.compilation_cache = "user"   # user | workdir | off | DIR: JAX's persistent cache (xnn/train/compilation.py)
   c.train.compilation_cache_min_s = 0.5  # store programs that took at least this long to compile

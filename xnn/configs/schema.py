@@ -57,9 +57,10 @@ class Range:
   """The values one field takes.
 
   ``kind``: ``int`` / ``real`` (a finite number) within ``lo``..``hi`` (``lo_open`` /
-  ``hi_open``: bound excluded), ``str`` (``nonempty``), ``bool``, ``choice`` (one of
-  ``choices``), ``steps`` (strictly increasing positive integers) or ``factors``
-  (positive finite numbers). ``why`` says what the field means, shown in the error.
+  ``hi_open``: bound excluded; ``also``: single values taken besides, e.g. -1 for "the
+  model's own"), ``str`` (``nonempty``), ``bool``, ``choice`` (one of ``choices``),
+  ``steps`` (strictly increasing positive integers) or ``factors`` (positive finite
+  numbers). ``why`` says what the field means, shown in the error.
   """
   kind: str
   lo: float | None = None
@@ -69,6 +70,7 @@ class Range:
   choices: tuple = ()
   nonempty: bool = False
   why: str = ""
+  also: tuple = ()
 
   def accepts(self, value: Any) -> bool:
     if self.kind == "bool":
@@ -78,7 +80,7 @@ class Range:
     if self.kind == "choice":
       return isinstance(value, str) and value in self.choices
     if self.kind in ("int", "real"):
-      return _is_number(value, self.kind == "int") and self._within(value)
+      return _is_number(value, self.kind == "int") and (self._within(value) or value in self.also)
     if self.kind == "steps":
       return (isinstance(value, (tuple, list)) and all(_is_number(v, True) and v > 0 for v in value)
               and all(a < b for a, b in zip(value, value[1:])))
@@ -105,12 +107,14 @@ class Range:
       return "positive finite numbers"
     noun = "an integer" if self.kind == "int" else "a finite number"
     if self.lo is not None and self.hi is not None:
-      return f"{noun} in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
-    if self.lo is not None:
-      return f"{noun} {'>' if self.lo_open else '>='} {self.lo}"
-    if self.hi is not None:
-      return f"{noun} {'<' if self.hi_open else '<='} {self.hi}"
-    return noun
+      text = f"{noun} in {'(' if self.lo_open else '['}{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
+    elif self.lo is not None:
+      text = f"{noun} {'>' if self.lo_open else '>='} {self.lo}"
+    elif self.hi is not None:
+      text = f"{noun} {'<' if self.hi_open else '<='} {self.hi}"
+    else:
+      text = noun
+    return text + "".join(f" or {v}" for v in self.also)
 
 
 def _is_number(v: Any, integral: bool) -> bool:
@@ -126,8 +130,8 @@ def _int(lo: int | None = None, hi: int | None = None, why: str = "") -> Range:
 
 
 def _real(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
-          why: str = "") -> Range:
-  return Range("real", lo, hi, lo_open, hi_open, why=why)
+          why: str = "", also: tuple = ()) -> Range:
+  return Range("real", lo, hi, lo_open, hi_open, why=why, also=also)
 
 
 def _str(why: str = "", nonempty: bool = False) -> Range:
@@ -175,6 +179,12 @@ RANGES: dict[str, Range] = {
     "train.device_resident_max_mb": _int(0, why="MB per device the resident training set may take"),
     "train.steps_per_dispatch": _int(0, why="device-resident steps per dispatch; 0: chosen from the periods"),
     "train.label_smoothing": _real(0, 1, hi_open=True, why="the share of the target spread over all classes"),
+    "train.ema_decay": _real(0, 1, hi_open=True, why="the weights' moving-average decay; 0: off"),
+    "train.grad_accum_steps": _int(1, why="micro-batches per optimiser step; 1: off"),
+    "model.aux_loss_weight": _real(0, also=(-1,), why="each auxiliary classifier's loss weight; -1: the model's "
+                                   "published one (GoogLeNet 0.3, Inception-v3 0.4)"),
+    "data.mixup_alpha": _real(0, why="Mixup's Beta(alpha, alpha); 0: off"),
+    "data.cutmix_alpha": _real(0, why="CutMix's Beta(alpha, alpha); 0: off"),
     "train.compilation_cache": _str("user | workdir | off | a directory"),
     "train.compilation_cache_min_s": _real(0, why="seconds of compilation before a program is stored"),
     "train.compilation_cache_max_gb": _real(why="<= 0: unbounded"),
@@ -246,6 +256,12 @@ def check_fields(cfg: ml_collections.ConfigDict) -> None:
   if s.scales and len(s.scales) != len(s.boundaries):
     _fail("schedule.scales", s.scales, f"must have one factor per boundary ({len(s.boundaries)} in "
           f"schedule.boundaries={s.boundaries}) or be ()")
+  if t.batch_size % t.grad_accum_steps:
+    _fail("train.grad_accum_steps", t.grad_accum_steps, f"must divide train.batch_size={t.batch_size} (each "
+          "micro-batch is batch_size / grad_accum_steps examples)")
+  if t.bn_stats == "groups" and t.bn_group_size and (t.batch_size // t.grad_accum_steps) % t.bn_group_size:
+    _fail("train.bn_group_size", t.bn_group_size, f"must divide the micro-batch of {t.batch_size // t.grad_accum_steps}"
+          f" examples (train.batch_size={t.batch_size} / train.grad_accum_steps={t.grad_accum_steps})")
   if o.name == "sgd" and o.nesterov and o.momentum == 0:
     _fail("optimizer.nesterov", True, "needs optimizer.momentum > 0 (Nesterov without momentum is plain SGD)")
 

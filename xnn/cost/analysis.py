@@ -94,7 +94,15 @@ class CostReport:
   backward_flops: int | None = None
   saved_residual_bytes: int | None = None
   train: bool = False
+  # parameters passed in that the analysed function never reads; for ``analyze_model``'s inference pass
+  # (variables of a train-mode init) the ones only training uses: auxiliary classifiers
+  train_only_params: int = 0
   graph: Graph | None = dataclasses.field(default=None, repr=False)
+
+  @property
+  def trained_params(self) -> int:
+    """Every parameter training updates: ``params`` + ``train_only_params``."""
+    return self.params + self.train_only_params
 
   @property
   def macs(self) -> int:
@@ -128,8 +136,8 @@ class CostReport:
          "peak_bytes": self.peak_bytes, "peak_activation_bytes": self.peak_activation_bytes,
          "receptive_field": self.receptive_field, "layers": [layer.to_dict() for layer in self.layers],
          "unknown_primitives": self.unknown_primitives, "warnings": self.warnings,
-         "misaligned": self.misaligned, "train": self.train,
-         "control_flow": self.control_flow()}
+         "misaligned": self.misaligned, "train": self.train, "trained_params": self.trained_params,
+         "train_only_params": self.train_only_params, "control_flow": self.control_flow()}
     if self.train:
       d.update(backward_macs=self.backward_macs, backward_flops=self.backward_flops,
                saved_residual_bytes=self.saved_residual_bytes)
@@ -275,7 +283,9 @@ def _report(graph: Graph, args, params_argnums, input_argnum, spatial_axes, stri
   prop = _receptive_field(graph, args, params_argnums, input_argnum, spatial_axes, strict)
   layers, run_of = _layer_runs(graph)
   outputs = _fill_layers(graph, layers, run_of, prop)
-  pvals = [v for v in vals if v.kind == "param"]
+  read = {i for node in graph.nodes for i in node.inputs}
+  pvals = [v for v in vals if v.kind == "param" and v.id in read]
+  unread = [v for v in vals if v.kind == "param" and v.id not in read]
   svals = [v for v in vals if v.kind == "state"]
   peak_act, fixed = memory.peak_bytes(graph)
   final_rf = prop.fields[prop.order[-1]].summary() if prop is not None and prop.order else None
@@ -288,20 +298,25 @@ def _report(graph: Graph, args, params_argnums, input_argnum, spatial_axes, stri
       activation_bytes=sum(vals[i].nbytes for i in act_ids), peak_bytes=peak_act + fixed,
       peak_activation_bytes=peak_act, receptive_field=final_rf, layers=layers,
       unknown_primitives=dict(graph.unknown), warnings=list(graph.warnings),
-      misaligned=list(prop.misaligned) if prop else [], graph=graph)
+      misaligned=list(prop.misaligned) if prop else [], train_only_params=sum(v.size for v in unread),
+      graph=graph)
 
 
 # --- registered models -----------------------------------------------------------
 
 def abstract_model(name: str, input_shape: Sequence[int] | None = None, batch: int = 1,
-                   dtype: Any = jnp.float32, **model_kwargs: Any):
-  """(model, abstract variables, abstract input) without materialising anything."""
+                   dtype: Any = jnp.float32, train: bool = False, **model_kwargs: Any):
+  """(model, abstract variables, abstract input) without materialising anything: the variables of an
+  inference ``init``, or with ``train`` those of training's (``xnn.models.init_variables``: auxiliary
+  classifiers included)."""
   import xnn.models as M
   info = M.info(name)
   shape = tuple(input_shape) if input_shape is not None else tuple(info.input_shape)
   model = M.build(name, **model_kwargs)
 
   def init(k, x):
+    if train:
+      return M.init_variables(model, (x,), k, info.rng_streams)
     return model.init({"params": k, "dropout": k}, x)
 
   x = jax.ShapeDtypeStruct((batch, *shape), dtype)
@@ -313,6 +328,7 @@ def abstract_model(name: str, input_shape: Sequence[int] | None = None, batch: i
   return model, variables, x
 
 
+
 def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: int = 1,
                   train: bool = False, strict_receptive_field: bool = False, **model_kwargs: Any) -> CostReport:
   """Cost of registered model `name` at (batch, *input_shape) (default: the model's input).
@@ -321,7 +337,7 @@ def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: in
   the whole value-and-grad computation of a scalar loss: backward MACs, its peak
   live bytes and the bytes the forward pass saves for the backward pass.
   """
-  model, variables, x = abstract_model(name, input_shape, batch, **model_kwargs)
+  model, variables, x = abstract_model(name, input_shape, batch, train=True, **model_kwargs)
   if not train:
     return analyze(lambda v, x: model.apply(v, x, train=False), variables, x,
                    params_argnums=(0,), input_argnum=1, strict_receptive_field=strict_receptive_field)
@@ -335,8 +351,8 @@ def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: in
                                                                        rngs={"dropout": key}), None)
     return out
 
-  def loss(p, s, x):
-    return jnp.sum(forward(p, s, x).astype(jnp.float32))
+  def loss(p, s, x):     # every head's outputs (auxiliary classifiers' too) enter the loss
+    return sum(jnp.sum(o.astype(jnp.float32)) for o in jax.tree.leaves(forward(p, s, x)))
 
   rep = analyze(forward, params, state, x, input_argnum=2, arg_kinds=("param", "state", "input"),
                 strict_receptive_field=strict_receptive_field)

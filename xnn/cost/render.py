@@ -131,6 +131,10 @@ def summary_items(rep: CostReport) -> list[tuple[str, str]]:
   dtypes = ", ".join(f"{k} {v:,} bytes" if len(rep.param_bytes_by_dtype) > 1 else k
                      for k, v in rep.param_bytes_by_dtype.items())
   items = [("parameters", f"{count(rep.params)}, {nbytes(rep.param_bytes)}" + (f" {dtypes}" if dtypes else ""))]
+  if rep.train_only_params:
+    items[0] = ("parameters", f"{count(rep.trained_params)} as trained, {count(rep.train_only_params)} of them only in "
+                f"training (auxiliary classifiers); {count(rep.params)}, {nbytes(rep.param_bytes)}, in this "
+                "forward pass")
   if rep.state_elements:
     items.append(("state", f"{count(rep.state_elements)} not trained (e.g. batch-norm statistics), "
                            f"{nbytes(rep.state_bytes)}"))

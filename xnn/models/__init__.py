@@ -4,7 +4,7 @@
     >>> model = xnn.models.build("resnet20", num_classes=10)
 """
 
-from xnn.models.registry import MODELS, ModelInfo, build, info, names, register
+from xnn.models.registry import MODELS, ModelInfo, build, info, init_variables, names, register
 
 # Families register themselves on import.
 from xnn.models import serial as _serial  # noqa: F401
@@ -15,4 +15,4 @@ from xnn.models import seq2seq as _seq2seq  # noqa: F401
 from xnn.models import parallel as _parallel  # noqa: F401
 from xnn.models import dense as _dense  # noqa: F401
 
-__all__ = ["MODELS", "ModelInfo", "build", "info", "names", "register"]
+__all__ = ["MODELS", "ModelInfo", "build", "info", "init_variables", "names", "register"]

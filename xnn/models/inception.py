@@ -230,6 +230,9 @@ class InceptionV3Aux(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    if min(x.shape[1:3]) < 17:      # the pool gives 5x5 on 17x17, which the 5x5 convolution needs
+      raise ValueError(f"Inception-v3's auxiliary classifier needs the 17x17 grid of a 299x299 input, got "
+                       f"{x.shape[1]}x{x.shape[2]}: use an input of at least 299x299 or aux_logits=False")
     x = avg_pool(x, 5, 3)
     x = ConvBN(128, 1, dtype=self.dtype, name="conv0")(x, train)
     x = ConvBN(768, 5, 1, 0, dtype=self.dtype, name="conv1")(x, train)

@@ -85,7 +85,9 @@ class InceptionV3(ImageClassifier):
   4 x InceptionC; InceptionD (8x8x1280); 2 x InceptionE (8x8x2048); GAP;
   dropout 0.5; fc. The auxiliary classifier (on the 17x17x768 map) is
   built when ``aux_logits``. 27,161,264 parameters at 1000 classes with the
-  auxiliary head, 23,834,568 without. The smallest input is 75x75.
+  auxiliary head, 23,834,568 without. The smallest input is 75x75 without the
+  auxiliary head (``aux_logits=False``) and 299x299 with it: its 5x5/3 pool and
+  5x5 convolution need the 17x17 grid.
   """
   aux_logits: bool = True
   dropout: float = 0.5
@@ -203,9 +205,13 @@ class SqueezeNet(ImageClassifier):
     return attach_head(self, x, train)
 
 
-register("googlenet", family="parallel", input_shape=(224, 224, 3),
+# Auxiliary loss weights: GoogLeNet's two heads 0.3 each (Szegedy et al. 2014, sec. 5: "the losses of the
+# auxiliary classifiers were weighted by 0.3"); Inception-v3's one head 0.4 (TF-slim's
+# train_image_classifier.py, weights=0.4 on the AuxLogits loss; the paper gives no weight, and torchvision's
+# reference training script adds no auxiliary loss).
+register("googlenet", family="parallel", input_shape=(224, 224, 3), aux_loss_weight=0.3,
          description="GoogLeNet (Szegedy et al. 2014), torchvision layout.")(GoogLeNet)
-register("inception_v3", family="parallel", input_shape=(299, 299, 3),
+register("inception_v3", family="parallel", input_shape=(299, 299, 3), aux_loss_weight=0.4,
          description="Inception-v3 (Szegedy et al. 2015), torchvision layout.")(InceptionV3)
 register("inception_v4", family="parallel", input_shape=(299, 299, 3),
          description="Inception-v4 (Szegedy et al. 2016).")(InceptionV4)

@@ -14,6 +14,11 @@ by every model:
 * Intermediate feature maps are sown into the `intermediates` collection by
   stage name (`self.sow("intermediates", "stage1", x)`), so
   `model.apply(v, x, mutable=["intermediates"])` returns them.
+* A model with auxiliary classifiers (GoogLeNet with `aux_logits=True`,
+  Inception-v3) returns `(logits, aux_logits, ...)` when `train=True` and only
+  the logits otherwise; their parameters exist only in a train-mode `init`, so
+  `init_variables` initialises every model in train mode, as training does.
+  `ModelInfo.aux_loss_weight` is the published weight of each auxiliary loss.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class ModelInfo:
   factory: Callable[..., nn.Module]
   description: str = ""
   rng_streams: tuple[str, ...] = ("dropout",)   # random streams drawn from when train=True
+  aux_loss_weight: float = 0.0   # weight of each auxiliary classifier's loss (the paper's), if it has any
 
 
 MODELS: Registry[ModelInfo] = Registry("model")
@@ -43,13 +49,15 @@ MODELS: Registry[ModelInfo] = Registry("model")
 
 def register(name: str, *, family: str, input_shape: tuple[int, ...],
              num_classes: int = 1000, description: str = "", rng_streams: tuple[str, ...] = ("dropout",),
+             aux_loss_weight: float = 0.0,
              **preset: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
   """Decorator registering `factory(**kwargs) -> nn.Module` under `name`.
 
   `preset` keyword arguments are bound into the factory, so one module class can
   be registered under several names (resnet18, resnet34, ...). `rng_streams`
   (not passed to the factory) are the random streams the model draws from when
-  `train=True`.
+  `train=True`; `aux_loss_weight` (not passed either) weighs each auxiliary
+  classifier's loss in training.
   """
 
   def deco(factory: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -60,7 +68,7 @@ def register(name: str, *, family: str, input_shape: tuple[int, ...],
     bound.__doc__ = factory.__doc__
     MODELS.add(name, ModelInfo(name, family, tuple(input_shape), num_classes,
                                bound, description or (factory.__doc__ or "").strip().split("\n")[0],
-                               tuple(rng_streams)))
+                               tuple(rng_streams), float(aux_loss_weight)))
     return factory
 
   return deco
@@ -69,6 +77,18 @@ def register(name: str, *, family: str, input_shape: tuple[int, ...],
 def build(name: str, **kwargs: Any) -> nn.Module:
   """Builds the registered model `name`; unknown names list what is available."""
   return MODELS.get(name).factory(**kwargs)
+
+
+def init_variables(model: nn.Module, inputs: tuple[Any, ...], rng: Any,
+                   rng_streams: tuple[str, ...] = ("dropout",)) -> dict[str, Any]:
+  """``model.init`` in train mode: every variable training uses, auxiliary classifiers included.
+
+  Parameters are drawn from ``rng`` alone (the same values whatever the mode: flax derives
+  each parameter's key from ``rng`` and its path); the random streams get ``rng`` too.
+  BatchNorm running statistics keep their initial values (flax does not update them while
+  initialising).
+  """
+  return model.init({"params": rng, **{s: rng for s in rng_streams}}, *inputs, train=True)
 
 
 def info(name: str) -> ModelInfo:

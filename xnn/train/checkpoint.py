@@ -437,9 +437,22 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
   ``data_restore_args()`` (the input's ``restore_args``) restores the input position (a
   grain iterator in place); ``meta`` is ``{}`` when the checkpoint has none. Each newer
   step that does not verify gets one warning line and is deleted once an older one has
-  restored. Raises ``CheckpointError`` when there are checkpoints and none verifies.
+  restored. Steps newer than every step with a manifest and without one themselves are
+  saves a kill interrupted (the manifest is written last): when no other step exists,
+  they are deleted with a warning and the run starts afresh (None). Raises
+  ``CheckpointError`` when there are complete checkpoints and none verifies.
   """
   steps = sorted(manager.all_steps(), reverse=True)
+  complete = checkpoint_steps(os.path.dirname(str(manager.directory)), complete=True)
+  if steps and not complete:
+    if jax.process_index() == 0:
+      print(f"WARNING: the checkpoint{'s' if len(steps) > 1 else ''} at step {', '.join(map(str, steps))} in "
+            f"{manager.directory} {'were' if len(steps) > 1 else 'was'} interrupted while being saved (no "
+            "manifest); starting afresh", flush=True)
+    _sync("xnn_checkpoint_interrupted_listed")
+    for step in steps:
+      manager.delete(step)
+    return None
   bad: list[tuple[int, str]] = []
   for step in steps:
     restored, why = _try_restore(manager, step, abstract_state, data_restore_args)
@@ -460,22 +473,27 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state: Any,
 # --- weights of another run (train.init_from, xnn eval) -----------------------------------
 
 
-def checkpoint_steps(workdir: str) -> list[int]:
-  """Steps of the complete checkpoints in ``workdir/checkpoints`` (orbax names them by step), ascending."""
+def checkpoint_steps(workdir: str, complete: bool = False) -> list[int]:
+  """Steps of the checkpoints in ``workdir/checkpoints`` (orbax names them by step), ascending; ``complete``:
+  only those whose manifest has been written (``xnn_manifest.json``, the last file of a save)."""
+  folder = os.path.join(workdir, "checkpoints")
   try:
-    return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit())
+    steps = sorted(int(d) for d in os.listdir(folder) if d.isdigit())
   except (FileNotFoundError, NotADirectoryError):
     return []
+  return [s for s in steps if os.path.exists(os.path.join(folder, str(s), MANIFEST))] if complete else steps
 
 
 WEIGHTS = ("params", "batch_stats")
+EMA_WEIGHTS = ("ema_params", "ema_batch_stats")      # the moving averages (train.ema_decay > 0)
 
 
-def restore_weights(workdir: str, step: int | None = None,
-                    warn: Callable[[str], None] | None = None) -> tuple[int, dict[str, Any]]:
+def restore_weights(workdir: str, step: int | None = None, warn: Callable[[str], None] | None = None,
+                    ema: bool = False) -> tuple[int, dict[str, Any]]:
   """(step, ``{"params": ..., "batch_stats": ...}``) of the newest checkpoint of the run in
   ``workdir`` that verifies (or of ``step``, which must verify), as NumPy arrays, whatever its
   optimiser; read-only: nothing is written there, and a run still training may be read.
+  ``ema``: the moving averages of the weights instead (``train.ema_decay``), under the same keys.
 
   Each newer step that does not verify goes to ``warn`` (default: a ``WARNING:`` line).
   Raises ``CheckpointError`` (one line, each step and why) when none verifies.
@@ -494,7 +512,7 @@ def restore_weights(workdir: str, step: int | None = None,
     manager = ocp.CheckpointManager(folder, options=options, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
   with manager:
     for s in [step] if step is not None else steps:
-      weights, why = _try_restore_weights(manager, s)
+      weights, why = _try_restore_weights(manager, s, EMA_WEIGHTS if ema else WEIGHTS)
       if weights is not None:
         for b, reason in bad:
           warn(f"checkpoint at step {b} does not verify ({reason}); using step {s} of {workdir}")
@@ -505,8 +523,10 @@ def restore_weights(workdir: str, step: int | None = None,
   raise CheckpointError(f"no checkpoint of {workdir!r} verifies: " + ", ".join(f"step {s} ({w})" for s, w in bad))
 
 
-def _try_restore_weights(manager: ocp.CheckpointManager, step: int) -> tuple[dict | None, str | None]:
-  """The weights of ``step`` verified against its manifest (files before, arrays after), or (None, why)."""
+def _try_restore_weights(manager: ocp.CheckpointManager, step: int,
+                         items: tuple[str, str] = WEIGHTS) -> tuple[dict | None, str | None]:
+  """The weights (``items``: parameters and BatchNorm statistics, or their moving averages) of ``step``,
+  verified against its manifest (files before, arrays after), as ``{"params", "batch_stats"}``; or (None, why)."""
   manifest, why = verify_files(step_folder(manager, step))
   if why is not None:
     return None, why
@@ -514,8 +534,10 @@ def _try_restore_weights(manager: ocp.CheckpointManager, step: int) -> tuple[dic
   with quiet() as swallowed:
     try:
       saved = manager.item_metadata(step)["state"]
+      if saved.get(items[0]) is None:
+        return None, f"it holds no {items[0]}"
       target = {k: jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), saved[k])
-                for k in WEIGHTS if saved.get(k) is not None}
+                for k in items if saved.get(k) is not None}
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeRestore(item=target, partial_restore=True)))["state"]
     except Exception as e:  # noqa: BLE001 -- any failure means this step is unusable
@@ -529,4 +551,4 @@ def _try_restore_weights(manager: ocp.CheckpointManager, step: int) -> tuple[dic
   for name, digest in digests.items():
     if manifest["arrays"].get(name) != digest:
       return None, f"{name}: digest mismatch"
-  return weights, None
+  return {plain: weights[k] for plain, k in zip(WEIGHTS, items) if k in weights}, None

@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from xnn.data import pipeline
+from xnn.train.tasks import main_logits
 
 
 def eval_local_batch(eval_batch_size: int) -> int:
@@ -78,11 +79,6 @@ def confusion_counts(logits: jax.Array, labels: jax.Array, weights: jax.Array) -
   true = jax.nn.one_hot(labels, n, dtype=jnp.float32) * weights[..., None]
   pred = jax.nn.one_hot(jnp.argmax(logits, -1), n, dtype=jnp.float32)
   return jnp.einsum("...i,...j->ij", true, pred)
-
-
-def main_logits(outputs: Any) -> jax.Array:
-  """The logits of the main head: the first output of a model that returns several."""
-  return outputs[0] if isinstance(outputs, (tuple, list)) else outputs
 
 
 def make_report_step(model: Any, task: Any, k: int = 5) -> Callable:

@@ -121,7 +121,7 @@ def finished(workdir: str, cfg: ml_collections.ConfigDict) -> dict[str, Any] | N
 
 def check(workdir: str, cfg: ml_collections.ConfigDict) -> Previous | None:
   """The earlier segment to resume (None: a fresh run); refuses a changed identity."""
-  steps = checkpoint_steps(workdir)
+  steps = checkpoint_steps(workdir, complete=True)        # a first save a kill interrupted is no run yet
   old = _read_json(os.path.join(workdir, CONFIG))
   if not steps or old is None:
     return None

@@ -18,7 +18,11 @@ and never ask what kind of task they run.
 The loss is softmax cross-entropy (optionally label-smoothed) averaged over valid
 targets, plus any auxiliary losses the model sows into its ``losses`` collection
 (the mixture-of-experts load balance); evaluation padding (``EVAL_PAD_KEY``) carries
-weight 0.
+weight 0. A model that returns ``(logits, aux_logits, ...)`` in training (GoogLeNet,
+Inception-v3) adds ``aux_loss_weight`` times each auxiliary head's cross-entropy
+(logged as ``aux_loss``: their unweighted sum); the metrics and evaluation use the
+main head. A batch mixed by ``xnn.data.mixing`` (Mixup, CutMix) carries soft targets,
+and the cross-entropy is taken against them (label smoothing applies on top).
 """
 
 from __future__ import annotations
@@ -31,21 +35,39 @@ import jax.numpy as jnp
 import optax
 
 from xnn.data.datasets import EVAL_PAD_KEY
+from xnn.data.mixing import SOFT_TARGET_KEY
 
 Batch = dict[str, jax.Array]
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array,
-                  label_smoothing: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Weighted sums of cross-entropy and of correct predictions, and the weight total."""
+def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, label_smoothing: float = 0.0,
+                  soft_targets: jax.Array | None = None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Weighted sums of cross-entropy and of correct predictions, and the weight total.
+
+  ``soft_targets`` (same shape as ``logits``, e.g. Mixup's) replace the one-hot ``labels`` in the
+  cross-entropy, and a prediction is correct where it names their largest share.
+  """
   logits = logits.astype(jnp.float32)
-  if label_smoothing:
-    onehot = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
-    losses = optax.softmax_cross_entropy(logits, onehot)
+  if soft_targets is not None or label_smoothing:
+    targets = jax.nn.one_hot(labels, logits.shape[-1]) if soft_targets is None else soft_targets
+    if label_smoothing:
+      targets = optax.smooth_labels(targets, label_smoothing)
+    losses = optax.softmax_cross_entropy(logits, targets)
   else:
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  truth = labels if soft_targets is None else jnp.argmax(soft_targets, -1)
+  correct = (jnp.argmax(logits, -1) == truth).astype(jnp.float32)
   return jnp.sum(losses * weights), jnp.sum(correct * weights), jnp.sum(weights)
+
+
+def heads(outputs: Any) -> tuple[jax.Array, ...]:
+  """The logits of every head of a model's output: the main head first, then any auxiliary ones."""
+  return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
+
+
+def main_logits(outputs: Any) -> jax.Array:
+  """The logits of the main head."""
+  return heads(outputs)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +78,7 @@ class Classification:
   label_key: str = "label"
   mask_key: str | None = None          # per-target validity (padding of variable lengths)
   label_smoothing: float = 0.0
+  aux_loss_weight: float = 0.0         # weight of each auxiliary head's cross-entropy
 
   def inputs(self, batch: Batch) -> tuple[jax.Array, ...]:
     """The model's positional inputs."""
@@ -72,16 +95,22 @@ class Classification:
     return w
 
   def loss(self, outputs: Any, batch: Batch, aux_losses: Any = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """(loss to minimise, metrics to log): mean cross-entropy + auxiliary losses; accuracy."""
-    loss_sum, correct, total = cross_entropy(outputs, batch[self.label_key], self.weights(batch),
-                                             self.label_smoothing)
-    loss = loss_sum / jnp.maximum(total, 1.0)
-    aux = sum((jnp.sum(v) for v in jax.tree.leaves(aux_losses or {})), jnp.float32(0.0))
-    return loss + aux, {"loss": loss, "accuracy": correct / jnp.maximum(total, 1.0)}
+    """(loss to minimise, metrics to log): mean cross-entropy of the main head + ``aux_loss_weight`` x
+    each auxiliary head's + the model's sown losses; the main head's loss and accuracy."""
+    main, *aux = heads(outputs)
+    labels, weights, soft = batch[self.label_key], self.weights(batch), batch.get(SOFT_TARGET_KEY)
+    loss_sum, correct, total = cross_entropy(main, labels, weights, self.label_smoothing, soft)
+    count = jnp.maximum(total, 1.0)
+    metrics = {"loss": loss_sum / count, "accuracy": correct / count}
+    sown = sum((jnp.sum(v) for v in jax.tree.leaves(aux_losses or {})), jnp.float32(0.0))
+    if not aux:
+      return metrics["loss"] + sown, metrics
+    metrics["aux_loss"] = sum(cross_entropy(a, labels, weights, self.label_smoothing, soft)[0] for a in aux) / count
+    return metrics["loss"] + self.aux_loss_weight * metrics["aux_loss"] + sown, metrics
 
   def eval_sums(self, outputs: Any, batch: Batch) -> dict[str, jax.Array]:
-    """Sums over the batch that evaluation adds up: loss_sum, correct, count."""
-    loss_sum, correct, total = cross_entropy(outputs, batch[self.label_key], self.weights(batch))
+    """Sums over the batch that evaluation adds up: loss_sum, correct, count (of the main head)."""
+    loss_sum, correct, total = cross_entropy(main_logits(outputs), batch[self.label_key], self.weights(batch))
     return {"loss_sum": loss_sum, "correct": correct, "count": total}
 
   def final_evals(self, model: Any, example_batch: dict) -> dict[str, Callable]:
@@ -140,7 +169,7 @@ TASKS: dict[str, type[Classification]] = {
     t.name: t for t in (ImageClassification, SequenceClassification, Tagging, Seq2Seq)}
 
 
-def task_for(ds: Any, data_config: Any, label_smoothing: float = 0.0) -> Classification:
+def task_for(ds: Any, data_config: Any, label_smoothing: float = 0.0, aux_loss_weight: float = 0.0) -> Classification:
   """The task a dataset (and how ``config.data`` reads it) poses."""
   if "decoder_inputs" in ds.input_keys:
     kind = "seq2seq"
@@ -149,4 +178,4 @@ def task_for(ds: Any, data_config: Any, label_smoothing: float = 0.0) -> Classif
   else:
     label_rank = len(getattr(ds.train[0][ds.label_key], "shape", ()))
     kind = "tagging" if label_rank == 1 else "sequence_classification"
-  return TASKS[kind](tuple(ds.input_keys), ds.label_key, ds.mask_key, label_smoothing)
+  return TASKS[kind](tuple(ds.input_keys), ds.label_key, ds.mask_key, label_smoothing, aux_loss_weight)

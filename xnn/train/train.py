@@ -8,6 +8,7 @@ a small function below. docs/architecture.md describes what each one does.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from xnn import models
 from xnn.configs import schema
+from xnn.data import mixing
 from xnn.data.datasets import DATASETS, Dataset, load_dataset
 from xnn.ops import conv_setting, resolved_cpu_conv
 from xnn.train import checkpoint as ckpt
@@ -61,6 +63,9 @@ class Result:
   # sequence-to-sequence models: accuracy of greedy decoding (no teacher forcing)
   greedy_token_accuracy: float | None = None
   greedy_sequence_accuracy: float | None = None
+  # train.ema_decay > 0: the moving average's test accuracy and loss at the last evaluation
+  test_accuracy_ema: float | None = None
+  test_loss_ema: float | None = None
   state: Any = None
 
 
@@ -88,26 +93,30 @@ def train_and_evaluate(config: Any, workdir: str, dataset: Dataset | None = None
     record = resume.run_record(cfg, inp.mode, jax.device_count(), jax.process_count())
     resume.check_run(previous, record, plan.total_steps, workdir)
     evaluator = Evaluator(ds, cfg.data, cfg.train.eval_batch_size, mesh)
-    task = tasks_lib.task_for(ds, cfg.data, cfg.train.label_smoothing)
+    task = make_task(cfg, ds)
     example = task.inputs({k: v[:1] for k, v in evaluator.example.items()})
     num_params, abstract_variables = check_input(model, cfg.model.name, example)
+    mix = make_mix(cfg, task, model.num_classes)
     weights = initial_weights(cfg, abstract_variables, previous)
     cache_dir = prepare_workdir(cfg, workdir, record)
     lr_fn = create_learning_rate_fn(cfg.schedule, cfg.optimizer.learning_rate, plan.steps_per_epoch,
                                     plan.total_steps)
     tx = create_optimizer(cfg.optimizer, lr_fn)
-    state = init_state(model, tx, example, cfg.seed, mesh)                 # state
+    streams = models.info(cfg.model.name).rng_streams
+    state = init_state(model, tx, example, cfg.seed, mesh, streams, ema=cfg.train.ema_decay > 0)   # state
     rng = jax.random.fold_in(jax.random.key(cfg.seed), 1)                  # step
-    inp.bind(make_train_step(model, task, lr_fn=lr_fn, rng_streams=models.info(cfg.model.name).rng_streams,
-                             bn_groups=bn_groups(cfg), group_sharding=group_sharding(cfg, mesh)), rng, plan)
+    inp.bind(make_train_step(model, task, lr_fn=lr_fn, rng_streams=streams, bn_groups=bn_groups(cfg),
+                             group_sharding=group_sharding(cfg, mesh), mix=mix,
+                             grad_accum_steps=cfg.train.grad_accum_steps, micro_sharding=micro_sharding(cfg, mesh),
+                             ema_decay=cfg.train.ema_decay), rng, plan)
     manager = ckpt.create_manager(workdir, cfg.train.keep_checkpoints)     # checkpoint
     start_step, state, meta = restore(manager, state, inp, workdir)
     if start_step == 0 and weights is not None:
       state = with_weights(state, weights, mesh)
     writer = MetricsWriter(workdir, resume_step=start_step)
     writer.write("input", start_step, **inp.describe())
-    eval_step = make_eval_step(model, task)                                # eval
-    loop = Loop(cfg, plan, inp, evaluator, eval_step, manager, writer, compile_timer, cache_dir, workdir,
+    eval_steps = make_eval_steps(model, task, cfg)                         # eval
+    loop = Loop(cfg, plan, inp, evaluator, eval_steps, manager, writer, compile_timer, cache_dir, workdir,
                 Bookkeeping.from_meta(meta, start_step, t_start))
     state, step, last_eval = loop.run(state, start_step)                   # loop
     final = final_evaluations(task, model, evaluator, state, writer, step)  # final
@@ -136,10 +145,13 @@ def check_config(config: Any, dataset: Dataset | None) -> ml_collections.ConfigD
   if dataset is None:
     DATASETS.get(cfg.data.name)                    # ... and the datasets
   num_devices = jax.device_count()
-  batch = cfg.train.batch_size
+  batch, k = cfg.train.batch_size, cfg.train.grad_accum_steps
   if batch <= 0 or batch % num_devices:
     raise ValueError(f"train.batch_size={batch} must be a positive multiple of the "
                      f"{num_devices} devices ({jax.process_count()} host(s))")
+  if (batch // k) % num_devices:
+    raise ValueError(f"train.grad_accum_steps={k} leaves micro-batches of {batch // k} examples, not a multiple "
+                     f"of the {num_devices} devices: train.batch_size must be a multiple of {k * num_devices}")
   bn_groups(cfg)
   if not cfg.optimizer.learning_rate > 0:
     raise ValueError(f"optimizer.learning_rate must be > 0, got {cfg.optimizer.learning_rate}")
@@ -147,21 +159,26 @@ def check_config(config: Any, dataset: Dataset | None) -> ml_collections.ConfigD
 
 
 def bn_groups(cfg: ml_collections.ConfigDict) -> int:
-  """How many BatchNorm groups the global batch is split into (``train.bn_stats``)."""
-  mode, batch = cfg.train.bn_stats, cfg.train.batch_size
+  """How many BatchNorm groups each (micro-)batch is split into (``train.bn_stats``)."""
+  mode, batch = cfg.train.bn_stats, cfg.train.batch_size // cfg.train.grad_accum_steps
   if mode == "global":
     return 1
   if mode == "per_device":
     return jax.device_count()
   g = cfg.train.bn_group_size
   if g <= 0 or batch % g:
-    raise ValueError(f"train.bn_group_size must divide train.batch_size={batch}, got {g}")
+    raise ValueError(f"train.bn_group_size must divide the (micro-)batch of {batch} examples, got {g}")
   return batch // g
 
 
 def group_sharding(cfg: ml_collections.ConfigDict, mesh: Mesh) -> NamedSharding | None:
   """Per-device BN: each device's group stays on it."""
   return NamedSharding(mesh, P("data")) if cfg.train.bn_stats == "per_device" else None
+
+
+def micro_sharding(cfg: ml_collections.ConfigDict, mesh: Mesh) -> NamedSharding | None:
+  """Gradient accumulation: every micro-batch spread over all devices."""
+  return NamedSharding(mesh, P(None, "data")) if cfg.train.grad_accum_steps > 1 else None
 
 
 # --- data ---------------------------------------------------------------------------------
@@ -214,14 +231,38 @@ def build_model(cfg: ml_collections.ConfigDict, ds: Dataset):
     raise ValueError(f"model.kwargs {dict(cfg.model.kwargs)} do not fit model {cfg.model.name!r}: {e}") from None
 
 
-def check_input(model, name: str, example: tuple[np.ndarray, ...]) -> tuple[int, Any]:
-  """Abstract init (no compute): a model that can't take the input fails here, clearly.
+def make_task(cfg: ml_collections.ConfigDict, ds: Dataset) -> tasks_lib.Classification:
+  """The task the data poses, with the config's label smoothing and auxiliary-loss weight."""
+  weight = cfg.model.aux_loss_weight
+  if weight < 0:
+    weight = models.info(cfg.model.name).aux_loss_weight
+  return tasks_lib.task_for(ds, cfg.data, cfg.train.label_smoothing, weight)
 
-  Returns the number of parameters and the abstract variables.
+
+def make_mix(cfg: ml_collections.ConfigDict, task: tasks_lib.Classification, num_classes: int):
+  """``data.mixup_alpha`` / ``data.cutmix_alpha``: the train step's batch mixing (None when both are 0);
+  only image classification mixes (a one-line error otherwise, before anything is written)."""
+  d = cfg.data
+  if not (d.mixup_alpha or d.cutmix_alpha):
+    return None
+  if task.name != "image_classification":
+    field = "data.mixup_alpha" if d.mixup_alpha else "data.cutmix_alpha"
+    raise schema.ConfigError(f"config key {field!r} mixes images and their labels: it needs an image "
+                             f"classification task, this run is {task.name} ({cfg.data.name}); set it to 0")
+  return functools.partial(mixing.mix_batch, image_key=task.input_keys[0], label_key=task.label_key,
+                           num_classes=num_classes, mixup_alpha=d.mixup_alpha, cutmix_alpha=d.cutmix_alpha)
+
+
+def check_input(model, name: str, example: tuple[np.ndarray, ...]) -> tuple[int, Any]:
+  """Abstract train-mode init (no compute; ``xnn.models.init_variables``): a model that can't take the
+  input fails here, clearly.
+
+  Returns the number of parameters (all that training updates, auxiliary heads included) and the
+  abstract variables.
   """
   try:
-    variables = jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(0)},
-                                                  *(jnp.asarray(x) for x in example), train=False))
+    variables = jax.eval_shape(lambda: models.init_variables(model, tuple(jnp.asarray(x) for x in example),
+                                                             jax.random.key(0), models.info(name).rng_streams))
   except Exception as e:  # re-raised with the shapes named
     expected = models.info(name).input_shape
     raise ValueError(
@@ -234,10 +275,11 @@ def check_input(model, name: str, example: tuple[np.ndarray, ...]) -> tuple[int,
 # --- state ----------------------------------------------------------------------------------
 
 
-def init_state(model, tx, example: tuple[np.ndarray, ...], seed: int, mesh: Mesh):
-  """Parameters and optimiser state, replicated over the mesh."""
-  init_fn = jax.jit(lambda rng: create_train_state(model, tx, rng, tuple(map(jnp.asarray, example))),
-                    out_shardings=NamedSharding(mesh, P()))
+def init_state(model, tx, example: tuple[np.ndarray, ...], seed: int, mesh: Mesh,
+               rng_streams: tuple[str, ...] = ("dropout",), ema: bool = False):
+  """Parameters and optimiser state (and the moving averages with ``ema``), replicated over the mesh."""
+  init_fn = jax.jit(lambda rng: create_train_state(model, tx, rng, tuple(map(jnp.asarray, example)), rng_streams,
+                                                   ema), out_shardings=NamedSharding(mesh, P()))
   return init_fn(jax.random.key(seed))
 
 
@@ -290,7 +332,22 @@ def with_weights(state, weights: dict, mesh: Mesh):
   if state.batch_stats is not None:
     state = state.replace(batch_stats=jax.tree_util.tree_unflatten(jax.tree.structure(state.batch_stats),
                                                                    jax.tree.leaves(put(weights["batch_stats"]))))
+  if state.ema_params is not None:         # the moving average starts from the same weights (its own buffers:
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)  # noqa: E731 -- the train step donates the state)
+    state = state.replace(ema_params=copy(state.params), ema_batch_stats=copy(state.batch_stats))
   return state
+
+
+# --- eval -----------------------------------------------------------------------------------
+
+
+def make_eval_steps(model, task, cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Every epoch's evaluations, by the suffix of their metrics: the weights (``test_accuracy``) and, with
+  ``train.ema_decay``, their moving average (``test_accuracy_ema``)."""
+  steps = {"": make_eval_step(model, task)}
+  if cfg.train.ema_decay:
+    steps["_ema"] = make_eval_step(model, task, ema=True)
+  return steps
 
 
 # --- checkpoint -----------------------------------------------------------------------------
@@ -335,6 +392,16 @@ class _Preemption:
       signal.signal(s, h)
 
 
+def agreed(signum: int | None) -> int | None:
+  """The signal every process of the run stops for at this step boundary: any process's (a multi-process
+  run stops together, at the same step, whichever of its processes a preemption signalled first)."""
+  if jax.process_count() == 1:
+    return signum
+  from jax.experimental import multihost_utils
+  flags = multihost_utils.process_allgather(np.int32(signum or 0))
+  return int(np.max(flags)) or None
+
+
 def _crossed(every: int, before: int, after: int) -> bool:
   return after // every > before // every
 
@@ -371,9 +438,10 @@ class Bookkeeping:
 class Loop:
   """Train, log, evaluate, checkpoint; stops at ``plan.total_steps`` or at a preemption signal."""
 
-  def __init__(self, cfg, plan: Plan, inp, evaluator: Evaluator, eval_step, manager, writer: MetricsWriter,
-               compile_timer: CompileTimer, cache_dir: str | None, workdir: str, books: Bookkeeping):
-    self.cfg, self.plan, self.inp, self.evaluator, self.eval_step = cfg, plan, inp, evaluator, eval_step
+  def __init__(self, cfg, plan: Plan, inp, evaluator: Evaluator, eval_steps: dict[str, Any], manager,
+               writer: MetricsWriter, compile_timer: CompileTimer, cache_dir: str | None, workdir: str,
+               books: Bookkeeping):
+    self.cfg, self.plan, self.inp, self.evaluator, self.eval_steps = cfg, plan, inp, evaluator, eval_steps
     self.manager, self.writer, self.compile_timer = manager, writer, compile_timer
     self.cache_dir, self.workdir = cache_dir, workdir
     self.chrono = Chrono()
@@ -394,12 +462,13 @@ class Loop:
           state, step = self.first_chunk(state, step) if first else self.chunk(state, step)
           first = False
           self.after_chunk(state, before, step)
-          if preempt.signum is not None:
+          signum = agreed(preempt.signum)
+          if signum is not None:
             self.flush(step)
             if self.manager.latest_step() != step:
               self.save(state, step)
             self.writer.close()
-            raise TrainingInterrupted(preempt.signum, step)
+            raise TrainingInterrupted(signum, step)
     finally:
       self.progress.close()
     return self.finish(state, step)
@@ -476,16 +545,21 @@ class Loop:
 
   def evaluate(self, state, step: int) -> None:
     with self.chrono.paused():
-      sums = self.evaluator.sums(self.eval_step, state)
-      n = max(float(sums["count"]), 1.0)
-      loss, acc = float(sums["loss_sum"]) / n, float(sums["correct"]) / n
-      self.books.last_eval = self.writer.write("eval", step, epoch=step / self.plan.steps_per_epoch,
-                                               test_loss=loss, test_accuracy=acc, test_examples=int(n))
+      numbers = {}
+      for suffix, eval_step in self.eval_steps.items():
+        sums = self.evaluator.sums(eval_step, state)
+        n = max(float(sums["count"]), 1.0)
+        numbers[f"test_loss{suffix}"] = float(sums["loss_sum"]) / n
+        numbers[f"test_accuracy{suffix}"] = float(sums["correct"]) / n
+      self.books.last_eval = self.writer.write("eval", step, epoch=step / self.plan.steps_per_epoch, **numbers,
+                                               test_examples=int(n))
       self.writer.plot(self.title, force=step == self.plan.total_steps)
+    loss, acc = numbers["test_loss"], numbers["test_accuracy"]
     warn = "" if math.isfinite(loss) else " (the test loss is not finite: some test examples get a non-finite loss)"
+    ema = f" | moving average: test acc {_fmt(numbers['test_accuracy_ema'])}" if "test_accuracy_ema" in numbers else ""
     self.progress.say(f"step {step}/{self.plan.total_steps} epoch {step / self.plan.steps_per_epoch:.1f}: "
                       f"train loss {_fmt(self.last['loss'])} acc {_fmt(self.last['accuracy'])} | "
-                      f"test loss {_fmt(loss)} acc {_fmt(acc)}{warn}")
+                      f"test loss {_fmt(loss)} acc {_fmt(acc)}{warn}{ema}")
 
   @property
   def title(self) -> str:
@@ -543,7 +617,9 @@ def finish(cfg, workdir: str, state, step: int, last_eval, plan: Plan, writer: M
   result = Result(step=step, epoch=step / plan.steps_per_epoch, test_accuracy=float(last_eval["test_accuracy"]),
                   test_loss=float(last_eval["test_loss"]),
                   train_accuracy=float(epochs[-1]["train_accuracy"]) if epochs else float("nan"),
-                  wall_time_s=sum(s["wall_s"] for s in segments), params=num_params, state=state, **final)
+                  wall_time_s=sum(s["wall_s"] for s in segments), params=num_params, state=state,
+                  test_accuracy_ema=last_eval.get("test_accuracy_ema"), test_loss_ema=last_eval.get("test_loss_ema"),
+                  **final)
   writer.write("final", step, **{k: v for k, v in dataclasses.asdict(result).items() if k not in ("state", "step")},
                **{f"total_{k}": v for k, v in compile_timer.totals().items()})
   writer.close()
