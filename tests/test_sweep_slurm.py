@@ -22,7 +22,7 @@ from test_train import assert_trees_equal, final_params
 from xnn import sweeps as s
 from xnn.sweeps import launchers, slurm
 from xnn.sweeps.status import sweep_status
-from xnn.train.checkpoint import checkpoint_steps
+from xnn.train.checkpoint import MANIFEST, checkpoint_steps
 from xnn.train.metrics import read_metrics
 
 # The two runs compute the same thing (train.progress_every_s only changes the display): one is
@@ -47,7 +47,13 @@ def get_sweep(arg=None):
 
 def _trained_to(workdir, step):
   recs = read_metrics(os.path.join(workdir, "metrics.jsonl"))
-  return any(r["type"] == "train" and r["step"] >= step for r in recs) and checkpoint_steps(workdir)
+  return any(r["type"] == "train" and r["step"] >= step for r in recs) and _saved(workdir)
+
+
+def _saved(workdir):
+  """Whether a checkpoint has been written to the end (its manifest comes last)."""
+  return any(os.path.exists(os.path.join(workdir, "checkpoints", str(step), MANIFEST))
+             for step in checkpoint_steps(workdir))
 
 
 def _wait(pred, what, timeout=240):

@@ -24,7 +24,7 @@ from conftest import REPO
 from test_train import assert_trees_equal, final_params
 from xnn.sweeps import tpu
 from xnn.sweeps.status import sweep_status
-from xnn.train.checkpoint import checkpoint_steps
+from xnn.train.checkpoint import MANIFEST, checkpoint_steps
 
 GCLOUD = r'''
 import json, os, shutil, signal, socket, subprocess, sys, time
@@ -175,6 +175,12 @@ def _standin(tmp_path):
   return state, env
 
 
+def _saved(workdir):
+  """Whether a checkpoint has been written to the end (its manifest comes last)."""
+  return any(os.path.exists(os.path.join(workdir, "checkpoints", str(step), MANIFEST))
+             for step in checkpoint_steps(workdir))
+
+
 def _wait(pred, what, proc, timeout=240):
   deadline = time.time() + timeout
   while time.time() < deadline:
@@ -198,7 +204,7 @@ def test_two_slices_work_through_a_sweep_and_a_preempted_run_resumes_bit_identic
   proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env)
   a, b = sweep_dir / "train.progress_every_s-30.0", sweep_dir / "train.progress_every_s-31.0"
   try:
-    _wait(lambda: checkpoint_steps(str(a)), "run a to checkpoint", proc)
+    _wait(lambda: _saved(str(a)), "run a to checkpoint", proc)
     node = next(n for n in ("pod-0", "pod-1")
                 if str(a) in json.load(open(state / "nodes" / n / "running.json"))["command"])
     workers = [psutil.Process(pid) for pid in json.load(open(state / "nodes" / node / "running.json"))["pids"]]
