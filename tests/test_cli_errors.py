@@ -123,6 +123,14 @@ SWEEP = [
     (["{d}/sweep_boom.py"], ["'{d}/sweep_boom.py': get_sweep failed: KeyError: 'nope'"]),
     (["{d}/sweep_none.py", "--parallel", "0"], ["--parallel", "'0'", "positive integer"]),
     (["{d}/sweep_none.py", "--launcher", "gpu"], ["--launcher", "'gpu'"]),
+    (["{d}/sweep_none.py", "--launcher", "slurm", "--time", "soon"], ["--time 'soon': expected minutes"]),
+    (["{d}/sweep_none.py", "--launcher", "slurm", "--mem", "lots"], ["--mem 'lots': expected a size"]),
+    (["{d}/sweep_none.py", "--launcher", "slurm", "--slurm-executor", "local", "--nodes", "2"],
+     ["--nodes 2: submitit's local executor runs on this one machine"]),
+    (["{d}/sweep_none.py", "--launcher", "tpu", "--tpu-name", "x"], ["--launcher tpu needs --tpu-name and --zone"]),
+    (["{d}/sweep_none.py", "--launcher", "tpu", "--tpu-name", "x", "--zone", "z", "--spot", "--best-effort"],
+     ["--spot and --best-effort exclude each other"]),
+    (["{d}/sweep_none.py", "--device", "a100"], ["unknown device 'a100'", "h100"]),
 ]
 
 

@@ -1,4 +1,4 @@
-"""Sweeps: expansion, the local launcher (kill and re-launch), TPU/Slurm commands, reports."""
+"""Sweeps: expansion, the local launcher (kill and re-launch), reports (Slurm, TPU, status: test_sweep_*.py)."""
 
 import json
 import os
@@ -11,7 +11,6 @@ import pytest
 
 from conftest import REPO
 from xnn import sweeps as s
-from xnn.sweeps import launchers
 from xnn.sweeps.report import collect, pareto_front, write_report
 from xnn.train.metrics import read_metrics
 
@@ -70,7 +69,7 @@ def test_local_launcher_killed_and_relaunched_completes_every_run_once(tmp_path)
   assert len(finished_before) < 4
   again = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
   assert again.returncode == 0, again.stderr[-3000:]
-  runs = sorted(os.listdir(sweep_dir))
+  runs = sorted(d for d in os.listdir(sweep_dir) if (sweep_dir / d).is_dir())
   assert len(runs) == 4
   for d in runs:
     recs = read_metrics(str(sweep_dir / d / "metrics.jsonl"))
@@ -82,55 +81,14 @@ def test_local_launcher_killed_and_relaunched_completes_every_run_once(tmp_path)
   # A third launch has nothing left to do.
   third = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
   assert third.returncode == 0 and third.stdout.count("done (skipped)") == 4
+  # Every start of a run is logged between markers; status reads them all as finished.
+  from xnn.sweeps.status import sweep_status
+  assert [r.state for r in sweep_status(str(sweep_dir))] == ["finished"] * 4
+  assert json.load(open(sweep_dir / "sweep.json"))["launcher"] == "local"
   # The report reads them all.
   md = write_report(str(sweep_dir))
   assert "| train.batch_size=64 | 2/2 |" in md and "| train.batch_size=128 | 2/2 |" in md
   assert (sweep_dir / "curves.png").exists() and (sweep_dir / "pareto.png").exists()
-
-
-def _specs(tmp_path, finished=()):
-  specs = launchers.run_specs(s.named_runs(s.product(s.values("model.name", ["plain20", "resnet20"]))),
-                              str(tmp_path))
-  for sp in specs:
-    if sp.name in finished:
-      os.makedirs(sp.workdir)
-      open(os.path.join(sp.workdir, "final.json"), "w").write("{}")
-  return specs
-
-
-def test_tpu_dry_run_commands(tmp_path):
-  specs = _specs(tmp_path, finished=("model.name-plain20",))
-  opt = launchers.TpuOptions("my-slice", "us-central2-b", "v4-32", "tpu-ubuntu2204-base", project="proj", create=True)
-  cmds = [" ".join(c) for c in launchers.tpu_commands(specs, "configs/x.py:a", opt, ["--config.train.num_epochs=2"])]
-  base = "gcloud compute tpus tpu-vm"
-  where = "--zone=us-central2-b --project=proj"
-  assert cmds == [
-      f"{base} create my-slice {where} --accelerator-type=v4-32 --version=tpu-ubuntu2204-base",
-      f"{base} scp --recurse . my-slice:xnn {where} --worker=all",
-      f"{base} ssh my-slice {where} --worker=all --command=cd xnn && pip install -U 'jax[tpu]' && pip install -e .",
-      f"{base} ssh my-slice {where} --worker=all --command=cd xnn && XNN_DISTRIBUTED=auto python3 -m xnn.cli train "
-      f"--config=configs/x.py:a --workdir={tmp_path}/model.name-resnet20 --config.model.name=resnet20 "
-      "--config.train.num_epochs=2",
-  ]
-
-
-def test_slurm_dry_run_script(tmp_path, capsys):
-  specs = _specs(tmp_path)
-  opt = launchers.SlurmOptions(nodes=2, gpus_per_node=4, partition="gpu", time="02:00:00")
-  status = launchers.launch_slurm(specs, "configs/x.py", opt, dry_run=True)
-  assert set(status.values()) == {"dry-run"}
-  out = capsys.readouterr().out
-  script = launchers.sbatch_script(specs[1], "configs/x.py", opt)
-  assert script == (
-      "#!/bin/bash\n#SBATCH --job-name=xnn-model.name-resnet20\n#SBATCH --nodes=2\n#SBATCH --ntasks-per-node=1\n"
-      "#SBATCH --gpus-per-node=4\n#SBATCH --cpus-per-task=16\n#SBATCH --time=02:00:00\n"
-      f"#SBATCH --output={tmp_path}/model.name-resnet20/slurm-%j.out\n#SBATCH --signal=TERM@120\n"
-      "#SBATCH --partition=gpu\nset -euo pipefail\nsource .venv/bin/activate\n"
-      f"mkdir -p {tmp_path}/model.name-resnet20\n"
-      "srun --kill-on-bad-exit=1 env XNN_DISTRIBUTED=auto python -m xnn.cli train --config=configs/x.py "
-      f"--workdir={tmp_path}/model.name-resnet20 --config.model.name=resnet20\n")
-  assert script in out and f"sbatch {tmp_path}/model.name-resnet20/job.sbatch" in out
-  assert not os.path.exists(specs[0].workdir)     # a dry run writes nothing
 
 
 def test_pareto_front():

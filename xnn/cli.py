@@ -5,7 +5,7 @@ Commands:
   eval     evaluate a run's newest verified checkpoint (or --step N): top-1/top-5, per class, confusion
   models   list registered models with family, input, parameters (and MACs)
   cost     per-layer MACs, parameters, memory and receptive field of a model
-  sweep    run a config's sweep (local processes, Cloud TPU slice, Slurm)
+  sweep    run a config's sweep (local processes, Slurm, Cloud TPU); `xnn sweep status DIR`: where it stands
   report   markdown table and plots (curves, accuracy vs parameters/MACs) of a sweep
 
 Bad input (an unknown model, a malformed value, a missing file or folder, a config
@@ -28,7 +28,7 @@ COMMANDS = {
     "eval": ("xnn.commands.eval", "evaluate a run's checkpoint: top-1/top-5, per class, confusion matrix"),
     "models": ("xnn.commands.models", "list the registered models"),
     "cost": ("xnn.commands.cost", "MACs, parameters, memory and receptive field of a model"),
-    "sweep": ("xnn.commands.sweep", "run a config's sweep locally, on a TPU slice or on Slurm"),
+    "sweep": ("xnn.commands.sweep", "run a config's sweep (local, Slurm, TPU); 'xnn sweep status DIR'"),
     "report": ("xnn.commands.report", "tables and plots of a sweep's runs"),
 }
 

@@ -81,18 +81,35 @@ class Dataset:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataFacts:
+  """What is known of a dataset without loading it: what ``xnn sweep --dry-run`` costs a run from."""
+  shape: tuple[int, ...]           # one example, e.g. (32, 32, 3)
+  splits: dict[str, int]           # split -> examples
+  num_classes: int
+
+  def examples(self, split: str) -> int:
+    """Examples in a TFDS split string (``train``, ``train[:45000]``, ``train[:10%]``, ``train+test``)."""
+    import tensorflow_datasets as tfds
+    infos = {k: tfds.core.SplitInfo(name=k, shard_lengths=[n], num_bytes=0, filename_template=None)
+             for k, n in self.splits.items()}
+    parts = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+    return sum((self.splits[p.splitname] if p.to is None else p.to) - (p.from_ or 0) for p in parts)
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetEntry:
   name: str
   load: Callable[[Any], Dataset]   # data config -> Dataset
   description: str
+  facts: DataFacts | None = None   # None: known only once loaded (image folders, generated tasks)
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def register_dataset(name: str, description: str = ""):
+def register_dataset(name: str, description: str = "", facts: DataFacts | None = None):
   def deco(fn: Callable[[Any], Dataset]) -> Callable[[Any], Dataset]:
-    DATASETS.add(name, DatasetEntry(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0]))
+    DATASETS.add(name, DatasetEntry(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], facts))
     return fn
   return deco
 
@@ -270,14 +287,14 @@ def tfds_sources(builder_name: str, data_config: Any, splits: tuple[str, str] = 
     return sources
 
 
-@register_dataset("digits")
+@register_dataset("digits", facts=DataFacts((8, 8, 1), {"train": 1437, "test": 360}, 10))
 def _digits(cfg) -> Dataset:
   """UCI optical digits, 8x8x1, 10 classes, bundled (no network)."""
   train, test = tfds_sources("xnn_digits", cfg, (cfg.train_split, cfg.test_split))
   return Dataset("digits", train, test, num_classes=10, pixel_max=16.0)
 
 
-@register_dataset("cifar10")
+@register_dataset("cifar10", facts=DataFacts((32, 32, 3), {"train": 50_000, "test": 10_000}, 10))
 def _cifar10(cfg) -> Dataset:
   """CIFAR-10, 32x32x3, 10 classes (Krizhevsky 2009)."""
   train, test = tfds_sources("xnn_cifar10", cfg, (cfg.train_split, cfg.test_split))
@@ -286,7 +303,7 @@ def _cifar10(cfg) -> Dataset:
                  mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 
 
-@register_dataset("cifar100")
+@register_dataset("cifar100", facts=DataFacts((32, 32, 3), {"train": 50_000, "test": 10_000}, 100))
 def _cifar100(cfg) -> Dataset:
   """CIFAR-100 fine labels, 32x32x3, 100 classes."""
   train, test = tfds_sources("xnn_cifar100", cfg, (cfg.train_split, cfg.test_split))
@@ -294,14 +311,15 @@ def _cifar100(cfg) -> Dataset:
                  mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
 
-@register_dataset("mnist")
+@register_dataset("mnist", facts=DataFacts((28, 28, 1), {"train": 60_000, "test": 10_000}, 10))
 def _mnist(cfg) -> Dataset:
   """MNIST, 28x28x1, 10 classes (LeCun et al. 1998)."""
   train, test = tfds_sources("xnn_mnist", cfg, (cfg.train_split, cfg.test_split))
   return Dataset("mnist", train, test, num_classes=10, mean=(0.1307,), std=(0.3081,))
 
 
-@register_dataset("fashion_mnist")
+@register_dataset("fashion_mnist",
+                  facts=DataFacts((28, 28, 1), {"train": 60_000, "test": 10_000}, 10))
 def _fashion_mnist(cfg) -> Dataset:
   """Fashion-MNIST, 28x28x1, 10 classes (Xiao et al. 2017)."""
   train, test = tfds_sources("xnn_fashion_mnist", cfg, (cfg.train_split, cfg.test_split))

@@ -9,7 +9,11 @@ A config file's ``get_sweep(arg)`` builds its runs from this module's pieces::
 
 Modules:
   xnn.sweeps.spec         -- declaration (values, seeds, product, zip), run names, load_sweep.
-  xnn.sweeps.launchers    -- RunSpec and the local, Cloud TPU and Slurm launchers (``xnn sweep``).
+  xnn.sweeps.launchers    -- RunSpec, the run log and sweep.json that every launcher shares; the local launcher.
+  xnn.sweeps.slurm        -- Slurm through submitit: one job array, requeued on preemption (``--launcher slurm``).
+  xnn.sweeps.tpu          -- Cloud TPU queued resources and a supervisor per slice (``--launcher tpu``).
+  xnn.sweeps.status       -- where every run of a sweep stands (``xnn sweep status``).
+  xnn.sweeps.budget       -- training MACs and device-hours of a sweep before it runs (``xnn sweep --dry-run``).
   xnn.sweeps.report       -- a sweep folder's table, curves and Pareto plot (``xnn report``).
   xnn.sweeps.experiments  -- what ``experiments/*/run.py`` and ``plots.py`` share.
 """

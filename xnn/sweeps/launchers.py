@@ -1,10 +1,17 @@
-"""Sweep launchers: ``local`` processes, Cloud TPU VM pod slices, Slurm clusters.
+"""What every launcher shares (``RunSpec``, the run log, ``sweep.json``) and the ``local`` launcher.
 
 Every launcher turns a named run into the same program, ``python -m xnn.cli train
 --config FILE[:ARG] --workdir SWEEP_DIR/NAME --config.field=value ...``; they
-differ in where it runs. Runs whose workdir holds ``final.json`` are finished and
-skipped; any other run is (re)started, and ``xnn train`` resumes it from its
-newest checkpoint, so re-launching a sweep after a crash or a kill completes it.
+differ in where it runs: here (``launch_local``), on Slurm through submitit
+(``xnn.sweeps.slurm``) or on Cloud TPU queued resources (``xnn.sweeps.tpu``). Runs
+whose workdir holds ``final.json`` are finished and skipped; any other run is
+(re)started, and ``xnn train`` resumes it from its newest checkpoint, so
+re-launching a sweep after a crash, a kill or a preemption completes it.
+
+Each start of a run appends the program's output to ``WORKDIR/launcher.log``
+between two marker lines (``log_start``, ``log_exit``), whatever the launcher;
+``xnn sweep status`` reads the last segment. A launch records the sweep's runs in
+``SWEEP_DIR/sweep.json`` (``record_sweep``), so runs not started yet show as pending.
 
 One writer per run: ``xnn train`` holds its workdir's lock (``xnn.train.workdir_lock``)
 for its whole life and refuses a workdir another live process holds. The local
@@ -16,10 +23,12 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import datetime
 import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,6 +61,37 @@ class RunSpec:
 
 def run_specs(named: Sequence[tuple[str, Run]], sweep_dir: str) -> list[RunSpec]:
   return [RunSpec(n, r, os.path.join(sweep_dir, n)) for n, r in named]
+
+
+SWEEP_RECORD = "sweep.json"
+LOG = "launcher.log"
+START_MARK = "== xnn sweep: start "
+EXIT_MARK = "== xnn sweep: exit "
+
+
+def record_sweep(sweep_dir: str, config: str, specs: Sequence[RunSpec], launcher: str,
+                 extra: Sequence[str] = ()) -> None:
+  """Writes ``SWEEP_DIR/sweep.json``: the config, the launcher and every run (name, overrides)."""
+  from xnn.train.metrics import atomic_write
+  if "://" in sweep_dir:
+    return
+  os.makedirs(sweep_dir, exist_ok=True)
+  record = {"config": config, "launcher": launcher, "extra": list(extra),
+            "runs": [{"name": s.name, "overrides": overrides(s.run)} for s in specs]}
+  atomic_write(os.path.join(sweep_dir, SWEEP_RECORD), json.dumps(record, indent=1) + "\n")
+
+
+def log_start(log, name: str, where: str = "") -> None:
+  """Marks a start of run ``name`` in its open (binary) log: host, pid, UTC time."""
+  now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+  log.write(f"{START_MARK}{name} on {where or socket.gethostname()} pid {os.getpid()} at {now} ==\n".encode())
+  log.flush()
+
+
+def log_exit(log, name: str, code: int, why: str = "") -> None:
+  """Marks the end of that start: the program's exit status (negative: killed by that signal)."""
+  log.write(f"{EXIT_MARK}{name} status {code}{f' ({why})' if why else ''} ==\n".encode())
+  log.flush()
 
 
 # ----------------------------------------------------------------------------- local
@@ -106,7 +146,8 @@ def _busy(err: WorkdirBusy) -> str:
 def _start(s: RunSpec, config: str, extra: Sequence[str], env: dict[str, str], preexec) -> tuple[subprocess.Popen, Any]:
   """Starts ``xnn train`` for ``s``, its output appended to ``WORKDIR/launcher.log``; (process, log file)."""
   os.makedirs(s.workdir, exist_ok=True)
-  logf = open(os.path.join(s.workdir, "launcher.log"), "ab")
+  logf = open(os.path.join(s.workdir, LOG), "ab")
+  log_start(logf, s.name)
   proc = subprocess.Popen([sys.executable, "-m", "xnn.cli", *s.train_args(config, extra)], stdout=logf,
                           stderr=subprocess.STDOUT, env={**os.environ, **env}, preexec_fn=preexec)
   return proc, logf
@@ -182,6 +223,7 @@ def launch_local(specs: Sequence[RunSpec], config: str, *, parallel: int = 1, ex
         code = proc.poll()
         if code is None:
           continue
+        log_exit(logf, s.name, code)
         logf.close()
         del running[slot]
         free.append(slot)
@@ -197,93 +239,4 @@ def launch_local(specs: Sequence[RunSpec], config: str, *, parallel: int = 1, ex
     status[s.name] = "not started"
   if stop["signum"] is not None:
     raise KeyboardInterrupt(f"sweep stopped by signal {stop['signum']}; launch again to resume")
-  return status
-
-
-# ----------------------------------------------------------------------------- TPU
-
-
-@dataclasses.dataclass
-class TpuOptions:
-  name: str
-  zone: str
-  accelerator_type: str = "v5litepod-16"
-  runtime_version: str = "v2-alpha-tpuv5-lite"
-  project: str = ""
-  create: bool = False
-  install: str = "pip install -U 'jax[tpu]' && pip install -e ."   # run in the repo copy on every worker
-  repo_dir: str = "xnn"
-
-
-def tpu_commands(specs: Sequence[RunSpec], config: str, opt: TpuOptions, extra: Sequence[str] = ()) -> list[list[str]]:
-  """The gcloud commands that run the sweep on a Cloud TPU VM pod slice, in order.
-
-  Every run is one ``tpu-vm ssh --worker=all`` so each host runs the same
-  program; ``XNN_DISTRIBUTED=auto`` makes ``jax.distributed.initialize()`` find the
-  pod by itself. Workdirs may be ``gs://`` paths (orbax and TFDS read them).
-  """
-  base = ["gcloud", "compute", "tpus", "tpu-vm"]
-  where = [f"--zone={opt.zone}"] + ([f"--project={opt.project}"] if opt.project else [])
-  cmds = []
-  if opt.create:
-    cmds.append(base + ["create", opt.name, *where, f"--accelerator-type={opt.accelerator_type}",
-                        f"--version={opt.runtime_version}"])
-  cmds.append(base + ["scp", "--recurse", ".", f"{opt.name}:{opt.repo_dir}", *where, "--worker=all"])
-  cmds.append(base + ["ssh", opt.name, *where, "--worker=all", f"--command=cd {opt.repo_dir} && {opt.install}"])
-  for s in specs:
-    if s.finished:
-      continue
-    train = shlex.join(["python3", "-m", "xnn.cli", *s.train_args(config, extra)])
-    cmds.append(base + ["ssh", opt.name, *where, "--worker=all",
-                        f"--command=cd {opt.repo_dir} && XNN_DISTRIBUTED=auto {train}"])
-  return cmds
-
-
-# ----------------------------------------------------------------------------- Slurm
-
-
-@dataclasses.dataclass
-class SlurmOptions:
-  nodes: int = 1
-  gpus_per_node: int = 8
-  partition: str = ""
-  time: str = "24:00:00"
-  cpus_per_task: int = 16
-  setup: str = "source .venv/bin/activate"
-
-
-def sbatch_script(spec: RunSpec, config: str, opt: SlurmOptions, extra: Sequence[str] = ()) -> str:
-  """An sbatch script for one run: one task per node; jax.distributed reads Slurm's environment."""
-  lines = ["#!/bin/bash", f"#SBATCH --job-name=xnn-{spec.name[:60]}", f"#SBATCH --nodes={opt.nodes}",
-           "#SBATCH --ntasks-per-node=1", f"#SBATCH --gpus-per-node={opt.gpus_per_node}",
-           f"#SBATCH --cpus-per-task={opt.cpus_per_task}", f"#SBATCH --time={opt.time}",
-           f"#SBATCH --output={spec.workdir}/slurm-%j.out", "#SBATCH --signal=TERM@120"]
-  if opt.partition:
-    lines.append(f"#SBATCH --partition={opt.partition}")
-  train = shlex.join(["python", "-m", "xnn.cli", *spec.train_args(config, extra)])
-  lines += ["set -euo pipefail", opt.setup, f"mkdir -p {shlex.quote(spec.workdir)}",
-            f"srun --kill-on-bad-exit=1 env XNN_DISTRIBUTED=auto {train}"]
-  return "\n".join(lines) + "\n"
-
-
-def launch_slurm(specs: Sequence[RunSpec], config: str, opt: SlurmOptions, *, extra: Sequence[str] = (),
-                 dry_run: bool = False, log=print) -> dict[str, str]:
-  """Writes ``WORKDIR/job.sbatch`` per unfinished run and submits it with ``sbatch``."""
-  status = {}
-  for s in specs:
-    if s.finished:
-      status[s.name] = "done (skipped)"
-      continue
-    script = sbatch_script(s, config, opt, extra)
-    path = os.path.join(s.workdir, "job.sbatch")
-    if dry_run:
-      log(f"# {path}\n{script}sbatch {path}\n")
-      status[s.name] = "dry-run"
-      continue
-    os.makedirs(s.workdir, exist_ok=True)
-    with open(path, "w") as f:
-      f.write(script)
-    out = subprocess.run(["sbatch", path], capture_output=True, text=True, check=True)
-    status[s.name] = out.stdout.strip()
-    log(f"{s.name}: {status[s.name]}")
   return status

@@ -220,11 +220,17 @@ def make_plan(cfg: ml_collections.ConfigDict, steps_per_epoch: int) -> Plan:
 # --- model ----------------------------------------------------------------------------------
 
 
+def model_kwargs(cfg: ml_collections.ConfigDict, num_classes: int) -> dict[str, Any]:
+  """The model factory's arguments: ``model.kwargs``, the class count and the compute dtype."""
+  kwargs = dict(cfg.model.kwargs.to_dict())
+  kwargs.setdefault("num_classes", cfg.model.num_classes or num_classes)
+  kwargs.setdefault("dtype", jnp.dtype(cfg.model.dtype))
+  return kwargs
+
+
 def build_model(cfg: ml_collections.ConfigDict, ds: Dataset):
   """The registered model with ``model.kwargs``; the dataset's classes and the compute dtype."""
-  kwargs = dict(cfg.model.kwargs.to_dict())
-  kwargs.setdefault("num_classes", cfg.model.num_classes or ds.num_classes)
-  kwargs.setdefault("dtype", jnp.dtype(cfg.model.dtype))
+  kwargs = model_kwargs(cfg, ds.num_classes)
   try:
     return models.build(cfg.model.name, **kwargs)
   except TypeError as e:
