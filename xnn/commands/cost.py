@@ -49,7 +49,7 @@ def main(argv: list[str]) -> int:
   erf = None
   if args.erf:
     try:
-      erf = _erf(args.model, args.input, args.erf)
+      erf = _erf(args.model, shape, args.erf)
     except OSError as e:
       raise CommandError(f"--erf {args.erf}: cannot write the heat map: {e.strerror or e}") from e
     except Exception as e:  # e.g. a model without spatial feature maps
@@ -64,13 +64,13 @@ def main(argv: list[str]) -> int:
     if args.format == "json":
       import json
       d = json.loads(text)
-      d["effective_receptive_field"] = {"radius": erf["radius"], "size": erf["size"],
+      d["effective_receptive_field"] = {"radius": erf["radius"], "size": erf["size"], "sigma": erf["sigma"],
                                         "centre": list(erf["centre"]), "png": args.erf}
       text = json.dumps(d, indent=1)
     else:
       text += (f"\neffective receptive field (95% of the gradient mass): {erf['size']}x{erf['size']} pixels "
                f"(radius {erf['radius']}) around the peak at row {erf['centre'][0]}, column {erf['centre'][1]}; "
-               f"heat map {args.erf}")
+               f"fitted Gaussian sigma {erf['sigma']:.2f} pixels; heat map {args.erf}")
   print(text)
   return 0
 
@@ -98,23 +98,27 @@ def _analyze(name: str, info, shape: tuple[int, ...], batch: int, train: bool):
   return rep
 
 
-def _erf(name, input_shape, png):
-  """Luo et al. 2016 ERF of the last sown stage (random initial weights)."""
+def _erf(name: str, shape: tuple[int, ...], png: str, model=None, kwargs: dict | None = None):
+  """Luo et al. 2016 ERF of the last sown stage at random initial weights; the heat map (``xnn.inspect.erf``)
+  saved to ``png``."""
   import jax
   import xnn.models as M
   from xnn.cost import effective_receptive_field
+  from xnn.inspect.erf import heatmap_png, stage_function, theoretical_field
+  from xnn.inspect.stages import sown_order, stage_paths
+  from xnn.train.metrics import atomic_write
 
-  model = M.build(name)
-  shape = tuple(input_shape or M.info(name).input_shape)
-  variables = jax.jit(model.init)(jax.random.key(0), jax.numpy.zeros((1, *shape)))   # one compilation
-
-  def features(x):
-    _, st = model.apply(variables, x, mutable=["intermediates"])
-    inter = st["intermediates"]
-    last = list(inter.keys())[-1]
-    return inter[last][0] if isinstance(inter[last], tuple) else inter[last]
-
-  return effective_receptive_field(features, shape, png=png)
+  model = model if model is not None else M.build(name, **(kwargs or {}))
+  x = jax.numpy.zeros((1, *shape))
+  variables = jax.jit(model.init)(jax.random.key(0), x)   # one compilation
+  stage = stage_paths(sown_order(model, variables, x))[-1]
+  features = stage_function(model, stage)
+  samples = 8
+  erf = effective_receptive_field(lambda x: features(variables, x), shape, samples=samples)
+  theoretical = theoretical_field(features, jax.eval_shape(lambda: variables), shape)
+  atomic_write(png, heatmap_png(erf["map"], erf, f"{name}, {stage}", theoretical,
+                                f"{samples} standard-normal inputs and their channels, random initial weights"))
+  return erf
 
 
 if __name__ == "__main__":

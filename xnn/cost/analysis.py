@@ -300,17 +300,21 @@ def abstract_model(name: str, input_shape: Sequence[int] | None = None, batch: i
   info = M.info(name)
   shape = tuple(input_shape) if input_shape is not None else tuple(info.input_shape)
   model = M.build(name, **model_kwargs)
-
-  def init(k, x):
-    return model.init({"params": k, "dropout": k}, x)
-
   x = jax.ShapeDtypeStruct((batch, *shape), dtype)
   try:
-    variables = jax.eval_shape(init, jax.random.key(0), x)
+    variables = abstract_variables(model, x)
   except (TypeError, ValueError):   # token models take integer ids
     x = jax.ShapeDtypeStruct((batch, *shape), jnp.int32)
-    variables = jax.eval_shape(init, jax.random.key(0), x)
+    variables = abstract_variables(model, x)
   return model, variables, x
+
+
+def abstract_variables(model: Any, *inputs: Any) -> Any:
+  """``model.init``'s variables as ``ShapeDtypeStruct``s for these (abstract) inputs."""
+  def init(k, *xs):
+    return model.init({"params": k, "dropout": k}, *xs)
+
+  return jax.eval_shape(init, jax.random.key(0), *inputs)
 
 
 def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: int = 1,
@@ -322,25 +326,36 @@ def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: in
   live bytes and the bytes the forward pass saves for the backward pass.
   """
   model, variables, x = abstract_model(name, input_shape, batch, **model_kwargs)
+  return analyze_module(model, x, variables=variables, train=train, strict_receptive_field=strict_receptive_field)
+
+
+def analyze_module(model: Any, *inputs: Any, variables: Any = None, train: bool = False,
+                   strict_receptive_field: bool = False) -> CostReport:
+  """Cost of a built Flax module on `inputs` (arrays or ``ShapeDtypeStruct``s; the first is the image
+  whose receptive field is traced), e.g. a model as a config builds it (``xnn cost --config``).
+  See `analyze_model` for ``train``."""
+  variables = abstract_variables(model, *inputs) if variables is None else variables
+  n = len(inputs)
   if not train:
-    return analyze(lambda v, x: model.apply(v, x, train=False), variables, x,
+    return analyze(lambda v, *xs: model.apply(v, *xs, train=False), variables, *inputs,
                    params_argnums=(0,), input_argnum=1, strict_receptive_field=strict_receptive_field)
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k != "params"}
   key = jax.random.key(0)
 
-  def forward(p, s, x):
-    out, _ = model.apply({"params": p, **s}, x, train=True, mutable=list(s.keys()) or False,
-                         rngs={"dropout": key}) if s else (model.apply({"params": p}, x, train=True,
+  def forward(p, s, *xs):
+    out, _ = model.apply({"params": p, **s}, *xs, train=True, mutable=list(s.keys()) or False,
+                         rngs={"dropout": key}) if s else (model.apply({"params": p}, *xs, train=True,
                                                                        rngs={"dropout": key}), None)
     return out
 
-  def loss(p, s, x):
-    return jnp.sum(forward(p, s, x).astype(jnp.float32))
+  def loss(p, s, *xs):
+    return jnp.sum(forward(p, s, *xs).astype(jnp.float32))
 
-  rep = analyze(forward, params, state, x, input_argnum=2, arg_kinds=("param", "state", "input"),
+  kinds = ("param", "state") + ("input",) * n
+  rep = analyze(forward, params, state, *inputs, input_argnum=2, arg_kinds=kinds,
                 strict_receptive_field=strict_receptive_field)
-  vg = trace(jax.value_and_grad(loss), params, state, x, kinds_per_arg=["param", "state", "input"])
+  vg = trace(jax.value_and_grad(loss), params, state, *inputs, kinds_per_arg=list(kinds))
   total = vg.total()
   peak_act, fixed_b = memory.peak_bytes(vg)
   rep.train = True
@@ -348,7 +363,7 @@ def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: in
   rep.backward_flops = total.flops - rep.flops
   rep.peak_bytes = peak_act + fixed_b
   rep.peak_activation_bytes = peak_act
-  rep.saved_residual_bytes = saved_residual_bytes(loss, params, state, x)
+  rep.saved_residual_bytes = saved_residual_bytes(loss, params, state, *inputs)
   rep.unknown_primitives.update({k: v for k, v in vg.unknown.items()})
   return rep
 
