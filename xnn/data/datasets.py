@@ -270,17 +270,48 @@ def tfds_sources(builder_name: str, data_config: Any, splits: tuple[str, str] = 
     return sources
 
 
+# The registered data sets that one TFDS builder of xnn's holds, by name (their shapes and classes are in the
+# builder's description: ``describe_dataset``).
+TFDS_BUILDERS = {"digits": "xnn_digits", "cifar10": "xnn_cifar10", "cifar100": "xnn_cifar100", "mnist": "xnn_mnist",
+                 "fashion_mnist": "xnn_fashion_mnist"}
+
+
+def describe_dataset(data_config: Any) -> Dataset:
+  """``data_config.name`` as its kind, element shape and classes, without reading or preparing it where its
+  TFDS builder describes it (``builder.info.features``): a ``Dataset`` whose splits hold one all-zero record
+  each, with per-channel statistics 0 and 1 (what building the model and its input needs, e.g.
+  ``xnn cost --config``). Other data sets (generated sequences, image folders) are loaded."""
+  name = data_config.name
+  if name not in TFDS_BUILDERS:
+    ds = load_dataset(data_config)
+    return dataclasses.replace(ds, train=ArraySource(_first(ds.train)), test=ArraySource(_first(ds.test)))
+  import tensorflow_datasets as tfds
+
+  import xnn.data.builders  # noqa: F401  (registers the builders)
+  DATASETS.get(name)
+  features = tfds.builder(TFDS_BUILDERS[name], data_dir=_tfds_data_dir(data_config)).info.features
+  image = features["image"]
+  record = {"image": np.zeros((1, *image.shape), image.np_dtype), "label": np.zeros((1,), np.int64)}
+  channels = image.shape[-1]
+  return Dataset(name, ArraySource(record), ArraySource(record), num_classes=features["label"].num_classes,
+                 mean=(0.0,) * channels, std=(1.0,) * channels)
+
+
+def _first(source: Any) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v)[None] for k, v in source[0].items()}
+
+
 @register_dataset("digits")
 def _digits(cfg) -> Dataset:
   """UCI optical digits, 8x8x1, 10 classes, bundled (no network)."""
-  train, test = tfds_sources("xnn_digits", cfg, (cfg.train_split, cfg.test_split))
+  train, test = tfds_sources(TFDS_BUILDERS["digits"], cfg, (cfg.train_split, cfg.test_split))
   return Dataset("digits", train, test, num_classes=10, pixel_max=16.0)
 
 
 @register_dataset("cifar10")
 def _cifar10(cfg) -> Dataset:
   """CIFAR-10, 32x32x3, 10 classes (Krizhevsky 2009)."""
-  train, test = tfds_sources("xnn_cifar10", cfg, (cfg.train_split, cfg.test_split))
+  train, test = tfds_sources(TFDS_BUILDERS["cifar10"], cfg, (cfg.train_split, cfg.test_split))
   # Per-channel statistics of the 50,000 training images (population std).
   return Dataset("cifar10", train, test, num_classes=10,
                  mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
@@ -289,7 +320,7 @@ def _cifar10(cfg) -> Dataset:
 @register_dataset("cifar100")
 def _cifar100(cfg) -> Dataset:
   """CIFAR-100 fine labels, 32x32x3, 100 classes."""
-  train, test = tfds_sources("xnn_cifar100", cfg, (cfg.train_split, cfg.test_split))
+  train, test = tfds_sources(TFDS_BUILDERS["cifar100"], cfg, (cfg.train_split, cfg.test_split))
   return Dataset("cifar100", train, test, num_classes=100,
                  mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))
 
@@ -297,14 +328,14 @@ def _cifar100(cfg) -> Dataset:
 @register_dataset("mnist")
 def _mnist(cfg) -> Dataset:
   """MNIST, 28x28x1, 10 classes (LeCun et al. 1998)."""
-  train, test = tfds_sources("xnn_mnist", cfg, (cfg.train_split, cfg.test_split))
+  train, test = tfds_sources(TFDS_BUILDERS["mnist"], cfg, (cfg.train_split, cfg.test_split))
   return Dataset("mnist", train, test, num_classes=10, mean=(0.1307,), std=(0.3081,))
 
 
 @register_dataset("fashion_mnist")
 def _fashion_mnist(cfg) -> Dataset:
   """Fashion-MNIST, 28x28x1, 10 classes (Xiao et al. 2017)."""
-  train, test = tfds_sources("xnn_fashion_mnist", cfg, (cfg.train_split, cfg.test_split))
+  train, test = tfds_sources(TFDS_BUILDERS["fashion_mnist"], cfg, (cfg.train_split, cfg.test_split))
   return Dataset("fashion_mnist", train, test, num_classes=10, mean=(0.2860,), std=(0.3530,))
 
 
