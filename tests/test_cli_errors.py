@@ -104,7 +104,8 @@ COST = [
     (["lenet5", "--format", "xml"], ["--format", "'xml'"]),
     (["lenet5", "--erf", "{d}/plain_file/erf.png"], ["--erf {d}/plain_file/erf.png", "does not exist"]),
     (["lenet_5"], ["unknown model 'lenet_5'", "lenet5"]),
-    ([], ["required", "model"]),
+    ([], ["give a registered MODEL", "--config"]),
+    (["transformer_classifier", "--by-level"], ["--by-level", "needs a network on images"]),
 ]
 
 

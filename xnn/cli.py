@@ -3,6 +3,8 @@
 Commands:
   train    train a registered model from an ml-collections config (default: LeNet-5 on the digits)
   eval     evaluate a run's newest verified checkpoint (or --step N): top-1/top-5, per class, confusion
+  inspect  look inside a trained run: feature maps, filters, saliency, feature visualisation, effective
+           receptive field over training, linear probes, attention
   models   list registered models with family, input, parameters (and MACs)
   cost     per-layer MACs, parameters, memory and receptive field of a model
   sweep    run a config's sweep (local processes, Slurm, Cloud TPU); `xnn sweep status DIR`: where it stands
@@ -26,6 +28,7 @@ from xnn.commands import CommandError
 COMMANDS = {
     "train": ("xnn.commands.train", "train a model from a config (default: LeNet-5 on the digits)"),
     "eval": ("xnn.commands.eval", "evaluate a run's checkpoint: top-1/top-5, per class, confusion matrix"),
+    "inspect": ("xnn.commands.inspect", "look inside a trained run: feature maps, saliency, ERF, probes, ..."),
     "models": ("xnn.commands.models", "list the registered models"),
     "cost": ("xnn.commands.cost", "MACs, parameters, memory and receptive field of a model"),
     "sweep": ("xnn.commands.sweep", "run a config's sweep (local, Slurm, TPU); 'xnn sweep status DIR'"),

@@ -1,8 +1,9 @@
-"""Matplotlib helpers shared by a run's ``curves.png`` and ``xnn report``'s figures.
+"""Matplotlib helpers shared by a run's ``curves.png``, ``xnn report``'s and ``xnn inspect``'s figures.
 
 Headless (the Agg backend), integer epoch ticks, log-scaled loss axes, PNG bytes
-ready for an atomic write, and labels placed next to points without overlapping
-each other or leaving the axes. Matplotlib is imported on first use.
+ready for an atomic write, labels placed next to points without overlapping
+each other or leaving the axes, and grids of image tiles. Matplotlib is imported
+on first use.
 """
 
 from __future__ import annotations
@@ -62,6 +63,50 @@ def png_bytes(fig, dpi: int = 100) -> bytes:
   fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.15)
   plt.close(fig)
   return buf.getvalue()
+
+
+def image_grid(tiles: Sequence[Sequence[Any]], *, row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[Sequence[str]] | Sequence[str] | None = None, title: str = "",
+               cmap: str = "viridis", tile_inches: float = 1.1, fontsize: float = 7):
+  """A figure of image tiles, ``tiles[row][col]``: an (H, W) array drawn with ``cmap`` scaled to its own range,
+  an (H, W, 3) array in [0, 1] as RGB, or None for an empty cell. ``col_labels`` names the columns (one list,
+  written above the top row, or one list per row, written above each tile); ``row_labels`` the rows. Returns
+  the figure (``png_bytes`` it)."""
+  import numpy as np
+  plt = pyplot()
+  rows, cols = len(tiles), max(len(r) for r in tiles)
+  per_row = col_labels is not None and len(col_labels) == rows and not isinstance(col_labels[0], str)
+  lines = max((str(label).count("\n") + 1 for labels in (col_labels or []) for label in
+               (labels if per_row else [labels])), default=0)
+  label_inches = 0.15 * lines if per_row else 0.0          # each row's own labels need room above it
+  fig, axes = plt.subplots(rows, cols, figsize=(0.3 + tile_inches * cols,
+                                                0.5 + 0.15 * lines + (tile_inches + 0.15 + label_inches) * rows),
+                           squeeze=False)
+  for r, row in enumerate(tiles):
+    for c in range(cols):
+      ax = axes[r][c]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      tile = row[c] if c < len(row) else None
+      if tile is None:
+        ax.axis("off")
+        continue
+      tile = np.asarray(tile, np.float32)
+      if tile.ndim == 3:
+        ax.imshow(np.clip(tile, 0.0, 1.0), interpolation="nearest")
+      else:
+        ax.imshow(tile, cmap=cmap, interpolation="nearest")
+      label = None
+      if col_labels is not None and (per_row or r == 0):       # shared labels name the top row only
+        label = (col_labels[r] if per_row else col_labels)[c]
+      if label:
+        ax.set_title(label, fontsize=fontsize)
+      if c == 0 and row_labels is not None:
+        ax.set_ylabel(row_labels[r], fontsize=fontsize)
+  if title:
+    fig.suptitle(title, fontsize=fontsize + 2)
+  fig.tight_layout()
+  return fig
 
 
 # Offsets (points) tried in turn for a point's label: right, above, below, left, then further out.

@@ -86,14 +86,24 @@ def run_config(workdir: str):
   return schema.resolve(plain)
 
 
-def restore_checkpoint(workdir: str, step: int | None = None, ema: bool = False) -> tuple[int, dict[str, Any]]:
-  """(step, ``{"params": ..., "batch_stats": ...}``) of the newest checkpoint that verifies, or of ``step``
-  (which must verify), read-only; ``ema``: the moving averages of the weights."""
+def check_checkpoints(workdir: str, verb: str = "evaluate") -> list[int]:
+  """The run's checkpoint steps; none is a ``CommandError`` saying there is nothing to ``verb``."""
   from xnn.train import checkpoint as ckpt
-  if not ckpt.checkpoint_steps(workdir):
+  steps = ckpt.checkpoint_steps(workdir)
+  if not steps:
     folder = os.path.join(os.path.abspath(workdir), "checkpoints")
-    raise CommandError(f"{workdir!r} has no checkpoint to evaluate (none in {folder})")
-  warn = lambda text: print(f"xnn eval: warning: {text}", file=sys.stderr, flush=True)  # noqa: E731
+    raise CommandError(f"{workdir!r} has no checkpoint to {verb} (none in {folder})")
+  return steps
+
+
+def restore_checkpoint(workdir: str, step: int | None = None, command: str = "eval",
+                       ema: bool = False) -> tuple[int, dict[str, Any]]:
+  """(step, ``{"params": ..., "batch_stats": ...}``) of the newest checkpoint that verifies, or of ``step``
+  (which must verify), read-only; a step that does not verify is a warning of ``xnn COMMAND``; ``ema``: the
+  moving averages of the weights."""
+  from xnn.train import checkpoint as ckpt
+  check_checkpoints(workdir, "evaluate" if command == "eval" else command)
+  warn = lambda text: print(f"xnn {command}: warning: {text}", file=sys.stderr, flush=True)  # noqa: E731
   try:
     return ckpt.restore_weights(workdir, step, warn=warn, ema=ema)
   except ckpt.CheckpointError as e:

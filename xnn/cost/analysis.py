@@ -313,20 +313,28 @@ def abstract_model(name: str, input_shape: Sequence[int] | None = None, batch: i
   info = M.info(name)
   shape = tuple(input_shape) if input_shape is not None else tuple(info.input_shape)
   model = M.build(name, **model_kwargs)
-
-  def init(k, x):
-    if train:
-      return M.init_variables(model, (x,), k, info.rng_streams)
-    return model.init({"params": k, "dropout": k}, x)
-
+  streams = info.rng_streams if train else None
   x = jax.ShapeDtypeStruct((batch, *shape), dtype)
   try:
-    variables = jax.eval_shape(init, jax.random.key(0), x)
+    variables = abstract_variables(model, x, rng_streams=streams)
   except (TypeError, ValueError):   # token models take integer ids
     x = jax.ShapeDtypeStruct((batch, *shape), jnp.int32)
-    variables = jax.eval_shape(init, jax.random.key(0), x)
+    variables = abstract_variables(model, x, rng_streams=streams)
   return model, variables, x
 
+
+def abstract_variables(model: Any, *inputs: Any, rng_streams: Sequence[str] | None = None) -> Any:
+  """``model.init``'s variables as ``ShapeDtypeStruct``s for these (abstract) inputs; with ``rng_streams``
+  (the model's random streams) those of training's init (``xnn.models.init_variables``: auxiliary
+  classifiers included)."""
+  from xnn.models import init_variables
+
+  def init(k, *xs):
+    if rng_streams is not None:
+      return init_variables(model, xs, k, tuple(rng_streams))
+    return model.init({"params": k, "dropout": k}, *xs)
+
+  return jax.eval_shape(init, jax.random.key(0), *inputs)
 
 
 def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: int = 1,
@@ -338,25 +346,40 @@ def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: in
   live bytes and the bytes the forward pass saves for the backward pass.
   """
   model, variables, x = abstract_model(name, input_shape, batch, train=True, **model_kwargs)
+  import xnn.models as M
+  return analyze_module(model, x, variables=variables, train=train, strict_receptive_field=strict_receptive_field,
+                        rng_streams=M.info(name).rng_streams)
+
+
+def analyze_module(model: Any, *inputs: Any, variables: Any = None, train: bool = False,
+                   strict_receptive_field: bool = False, rng_streams: Sequence[str] = ("dropout",)) -> CostReport:
+  """Cost of a built Flax module on `inputs` (arrays or ``ShapeDtypeStruct``s; the first is the image
+  whose receptive field is traced), e.g. a model as a config builds it (``xnn cost --config``).
+  ``variables`` default to those training creates (auxiliary classifiers included: the inference pass
+  reports them as ``train_only_params``); ``rng_streams``: the model's random streams in training.
+  See `analyze_model` for ``train``."""
+  if variables is None:
+    variables = abstract_variables(model, *inputs, rng_streams=rng_streams)
+  n = len(inputs)
   if not train:
-    return analyze(lambda v, x: model.apply(v, x, train=False), variables, x,
+    return analyze(lambda v, *xs: model.apply(v, *xs, train=False), variables, *inputs,
                    params_argnums=(0,), input_argnum=1, strict_receptive_field=strict_receptive_field)
   params = variables["params"]
   state = {k: v for k, v in variables.items() if k != "params"}
-  key = jax.random.key(0)
+  rngs = {stream: jax.random.key(0) for stream in rng_streams}
 
-  def forward(p, s, x):
-    out, _ = model.apply({"params": p, **s}, x, train=True, mutable=list(s.keys()) or False,
-                         rngs={"dropout": key}) if s else (model.apply({"params": p}, x, train=True,
-                                                                       rngs={"dropout": key}), None)
+  def forward(p, s, *xs):
+    out, _ = model.apply({"params": p, **s}, *xs, train=True, mutable=list(s.keys()) or False,
+                         rngs=rngs) if s else (model.apply({"params": p}, *xs, train=True, rngs=rngs), None)
     return out
 
-  def loss(p, s, x):     # every head's outputs (auxiliary classifiers' too) enter the loss
-    return sum(jnp.sum(o.astype(jnp.float32)) for o in jax.tree.leaves(forward(p, s, x)))
+  def loss(p, s, *xs):     # every head's outputs (auxiliary classifiers' too) enter the loss
+    return sum(jnp.sum(o.astype(jnp.float32)) for o in jax.tree.leaves(forward(p, s, *xs)))
 
-  rep = analyze(forward, params, state, x, input_argnum=2, arg_kinds=("param", "state", "input"),
+  kinds = ("param", "state") + ("input",) * n
+  rep = analyze(forward, params, state, *inputs, input_argnum=2, arg_kinds=kinds,
                 strict_receptive_field=strict_receptive_field)
-  vg = trace(jax.value_and_grad(loss), params, state, x, kinds_per_arg=["param", "state", "input"])
+  vg = trace(jax.value_and_grad(loss), params, state, *inputs, kinds_per_arg=list(kinds))
   total = vg.total()
   peak_act, fixed_b = memory.peak_bytes(vg)
   rep.train = True
@@ -364,7 +387,7 @@ def analyze_model(name: str, input_shape: Sequence[int] | None = None, batch: in
   rep.backward_flops = total.flops - rep.flops
   rep.peak_bytes = peak_act + fixed_b
   rep.peak_activation_bytes = peak_act
-  rep.saved_residual_bytes = saved_residual_bytes(loss, params, state, x)
+  rep.saved_residual_bytes = saved_residual_bytes(loss, params, state, *inputs)
   rep.unknown_primitives.update({k: v for k, v in vg.unknown.items()})
   return rep
 

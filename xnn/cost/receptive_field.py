@@ -17,8 +17,9 @@ a misalignment is recorded (``strict=True`` raises ``ReceptiveFieldError``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -211,58 +212,89 @@ def propagate(graph: Graph, input_id: int, spatial_axes: tuple[int, ...], strict
 
 # --- effective receptive field -------------------------------------------------
 
-def effective_receptive_field(feature_fn, input_shape: tuple[int, ...], *, samples: int = 8,
-                              seed: int = 0, mass: float = 0.95, png: str | None = None) -> dict[str, Any]:
-  """Luo et al. 2016, "Understanding the Effective Receptive Field in Deep CNNs", sec. 2.
-
-  ERF = E_x |d y_centre / d x|: the gradient of the centre unit of the feature map
-  `feature_fn(x)` (N, H', W', C) -- summed over channels -- with respect to an
-  (H, W, C) input, averaged over `samples` standard-normal inputs and over input
-  channels. Returns the map, and the radius (half-width of the centred square)
-  holding `mass` of its total; saves a heat map to `png` if given.
-  """
+@functools.lru_cache(maxsize=16)
+def _centre_gradients(feature_fn: Callable) -> Callable:
+  """jit(vmap over inputs of d sum_c y[centre, c] / d x) for ``feature_fn(variables, x) -> (N, H', W', C)``;
+  compiled once per function and input shape, whatever the variables (every checkpoint of a run)."""
   import jax
   import jax.numpy as jnp
 
-  def centre(x):
-    y = feature_fn(x[None])
+  def centre(variables, x):
+    y = feature_fn(variables, x[None])
     return jnp.sum(y[0, y.shape[1] // 2, y.shape[2] // 2, :])
 
-  grad = jax.jit(jax.vmap(jax.grad(centre)))
-  xs = jax.random.normal(jax.random.key(seed), (samples, *input_shape))
-  erf = np.asarray(jnp.mean(jnp.abs(grad(xs)), axis=(0, 3)))
+  return jax.jit(jax.vmap(jax.grad(centre, argnums=1), in_axes=(None, 0)))
+
+
+def erf_map(feature_fn: Callable, inputs: Any, variables: Any = None, keep_compiled: bool = True) -> np.ndarray:
+  """Luo et al. 2016, sec. 2: E_x |d y_centre / d x|, the (H, W) map of the gradient of the centre unit of
+  ``feature_fn(variables, x)`` (N, H', W', C) -- summed over its channels -- with respect to each (H, W, C)
+  input of ``inputs``, its absolute value averaged over the inputs and their channels. ``keep_compiled``:
+  keep the compiled gradient for the next call with the same ``feature_fn`` (off for a function that
+  closes over its weights, which would be kept with it)."""
+  import jax.numpy as jnp
+  build = _centre_gradients if keep_compiled else _centre_gradients.__wrapped__
+  grads = build(feature_fn)(variables, jnp.asarray(inputs))
+  return np.asarray(jnp.mean(jnp.abs(grads), axis=(0, 3)), np.float64)
+
+
+def erf_peak(erf: np.ndarray) -> tuple[int, int]:
+  """(row, column) of the map's largest value; of several equal ones, the nearest to the map's centroid."""
   h, w = erf.shape
   total = erf.sum()
-  ch, cw = np.unravel_index(np.argmax(erf), erf.shape) if total > 0 else (h // 2, w // 2)
-  radius = max(h, w)
+  if not total > 0:
+    return h // 2, w // 2
+  rows, cols = np.indices(erf.shape)
+  centroid = ((erf * rows).sum() / total, (erf * cols).sum() / total)
+  peaks = np.argwhere(erf >= erf.max())
+  best = min(peaks, key=lambda p: ((p[0] - centroid[0]) ** 2 + (p[1] - centroid[1]) ** 2, p[0], p[1]))
+  return int(best[0]), int(best[1])
+
+
+def erf_radius(erf: np.ndarray, mass: float = 0.95) -> tuple[int, tuple[int, int]]:
+  """(radius, peak): the half-width of the smallest square around the map's peak holding ``mass`` of it."""
+  h, w = erf.shape
+  total = erf.sum()
+  ch, cw = erf_peak(erf)
   for r in range(max(h, w)):
     if erf[max(0, ch - r):ch + r + 1, max(0, cw - r):cw + r + 1].sum() >= mass * total:
-      radius = r
-      break
-  if png:
-    import io
+      return r, (int(ch), int(cw))
+  return max(h, w), (int(ch), int(cw))
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from xnn.train.metrics import atomic_write
-    fig, ax = plt.subplots(figsize=(5.2, 4.4))
-    image = ax.imshow(erf, cmap="viridis")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
-                 label="mean |d y_centre / d x| (over inputs and channels)")
-    ax.add_patch(plt.Rectangle((cw - radius - 0.5, ch - radius - 0.5), 2 * radius + 1, 2 * radius + 1,
-                               fill=False, color="w", label=f"square holding {mass:.0%} of the mass"))
-    ax.plot([cw], [ch], "w+", markersize=7, label=f"peak, at (row {ch}, col {cw})")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8, facecolor="0.3",
-              edgecolor="0.3", framealpha=1, labelcolor="white", handlelength=1.2)
-    ax.set_xlabel("input column")
-    ax.set_ylabel("input row")
-    ax.set_title(f"effective receptive field of the centre output unit\n{mass:.0%} of the gradient mass within "
-                 f"{2 * radius + 1}x{2 * radius + 1} pixels (radius {radius}) of the peak\n"
-                 f"random initial weights, {samples} standard-normal inputs", fontsize=9)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write(png, buf.getvalue())
-  return {"map": erf, "radius": radius, "size": 2 * radius + 1, "centre": (int(ch), int(cw))}
+def erf_sigma(erf: np.ndarray) -> float:
+  """Standard deviation (pixels) of the isotropic Gaussian fitted to the map by its moments: the map,
+  normalised to mass 1, has variance sigma^2 along each axis about its centroid (Luo et al. 2016, sec. 2.2:
+  the ERF of a deep stack tends to a Gaussian). NaN for an all-zero map."""
+  total = erf.sum()
+  if not total > 0:
+    return float("nan")
+  rows, cols = np.indices(erf.shape)
+  p = erf / total
+  var_r = (p * (rows - (p * rows).sum()) ** 2).sum()
+  var_c = (p * (cols - (p * cols).sum()) ** 2).sum()
+  return float(np.sqrt((var_r + var_c) / 2))
+
+
+def erf_numbers(erf: np.ndarray, mass: float = 0.95) -> dict[str, Any]:
+  """The map's one-number summaries: ``radius`` and ``size`` (= 2 radius + 1) of the square around the
+  ``centre`` (the peak) holding ``mass`` of it, ``radius50`` of the square holding half of it (which a small
+  input does not bound as soon), ``sigma`` of the fitted Gaussian, and the core: ``half_max_area``, the pixels
+  at or above half the peak, with ``half_max_radius`` = sqrt(area / pi), the radius of a disc that large (mass
+  and moments also count a faint wide halo; the half-maximum area does not)."""
+  radius, centre = erf_radius(erf, mass)
+  area = int((erf >= 0.5 * erf.max()).sum()) if erf.max() > 0 else 0
+  return {"radius": radius, "size": 2 * radius + 1, "centre": centre, "radius50": erf_radius(erf, 0.5)[0],
+          "sigma": erf_sigma(erf), "half_max_area": area, "half_max_radius": float(np.sqrt(area / np.pi)),
+          "mass": mass}
+
+
+def effective_receptive_field(feature_fn, input_shape: tuple[int, ...], *, samples: int = 8,
+                              seed: int = 0, mass: float = 0.95) -> dict[str, Any]:
+  """Luo et al. 2016, "Understanding the Effective Receptive Field in Deep CNNs", sec. 2, at the weights
+  ``feature_fn(x)`` closes over: ``erf_map`` over `samples` standard-normal (H, W, C) inputs, with
+  ``erf_numbers`` (``map``, ``radius``, ``size``, ``centre``, ``sigma``). ``xnn.inspect.erf`` draws it."""
+  import jax
+  xs = jax.random.normal(jax.random.key(seed), (samples, *input_shape))
+  erf = erf_map(lambda _, x: feature_fn(x), xs, keep_compiled=False)
+  return {"map": erf, **erf_numbers(erf, mass)}

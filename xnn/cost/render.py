@@ -1,4 +1,5 @@
-"""Render a CostReport: totals, per-layer table (the lecture's AlexNet table / netscope), markdown, csv, json."""
+"""Render a CostReport: totals, per-layer table (the lecture's AlexNet table / netscope), per-level table
+(the design homework's), markdown, csv, json."""
 
 from __future__ import annotations
 
@@ -220,3 +221,70 @@ def render(rep: CostReport, fmt: str = "table", per_layer: bool = True, depth: i
 def dataclass_copy(L: Layer) -> Layer:
   import dataclasses
   return dataclasses.replace(L, counts=Counts() + L.counts, primitives=list(L.primitives))
+
+
+LEVEL_COLUMNS = ("level", "blocks", "output", "params", "filter bytes", "fmap elems", "fmap bytes", "largest map",
+                 "MACs", "RF", "RF growth", "repeat block", "its params", "its MACs", "its fmap elems",
+                 "its RF growth")
+
+
+def _size(field) -> str:
+  if field is None:
+    return ""
+  return str(field[0]) if len(set(field)) == 1 else "x".join(map(str, field))
+
+
+def _growth(field) -> str:
+  return "" if field is None else "+" + _size(field)
+
+
+def level_rows(table: list, total) -> list[list[Any]]:
+  """``--by-level``'s rows (``xnn.cost.levels.Level``s) and the totals row."""
+  from xnn.cost.levels import name_ranges
+  out = []
+  for lv in table:
+    c, b = lv.cost, lv.repeat
+    repeat = [lv.repeat_name, b.params, b.macs, b.activation_elements, _growth(b.field_growth)] if b else [""] * 5
+    out.append([lv.name, f"{len(lv.blocks)}: {name_ranges(lv.blocks)}", _shape(lv.output_shape), c.params,
+                c.param_bytes, c.activation_elements, c.activation_bytes, c.largest_map, c.macs,
+                _size(c.field_out), _growth(c.field_growth), *repeat])
+  out.append(["total", str(sum(len(lv.blocks) for lv in table)), "", total.params, total.param_bytes,
+              total.activation_elements, total.activation_bytes, total.largest_map, total.macs,
+              _size(total.field_out), "", "", "", "", "", ""])
+  return out
+
+
+def render_levels(rep: CostReport, fmt: str = "table", title: str | None = None) -> str:
+  """The per-level table (``xnn.cost.levels``) of `rep` as 'table' (with the totals below), 'markdown',
+  'csv' or 'json'. The ``its ...`` columns are the level's last repeatable block alone."""
+  from xnn.cost.levels import levels, totals
+  table = levels(rep)
+  total = totals(table)
+  if fmt == "json":
+    return json.dumps({"levels": [lv.to_dict() for lv in table], "total": total.to_dict(),
+                       "params": rep.params, "macs": rep.macs, "activation_elements": rep.activation_elements,
+                       "activation_bytes": rep.activation_bytes, "param_bytes": rep.param_bytes,
+                       "receptive_field": rep.receptive_field}, indent=1)
+  cells = level_rows(table, total)
+  if fmt == "csv":
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(LEVEL_COLUMNS)
+    w.writerows(cells)
+    return buf.getvalue()
+  cells = [[_fmt_cell(c) for c in r] for r in cells]
+  if fmt == "markdown":
+    lines = ["| " + " | ".join(LEVEL_COLUMNS) + " |", "|" + "---|" * len(LEVEL_COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join(lines + [""] + summary_lines(rep, markdown=True))
+  widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(LEVEL_COLUMNS)]
+  num = set(range(3, len(LEVEL_COLUMNS))) - {11}
+
+  def line(r):
+    return "  ".join(x.rjust(w) if i in num else x.ljust(w) for i, (x, w) in enumerate(zip(r, widths))).rstrip()
+
+  out = [title, ""] if title else []
+  out += [line(LEVEL_COLUMNS), "  ".join("-" * w for w in widths)] + [line(r) for r in cells] + [""]
+  out += ["RF: receptive field at the level's end, in input pixels; repeat block: the level's last block whose "
+          "input and output shapes agree (its ...: that block alone, the cost of one more copy)", ""]
+  return "\n".join(out + summary_lines(rep))

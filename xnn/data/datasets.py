@@ -287,6 +287,25 @@ def tfds_sources(builder_name: str, data_config: Any, splits: tuple[str, str] = 
     return sources
 
 
+def describe_dataset(data_config: Any) -> Dataset:
+  """``data_config.name`` as its kind, element shape and classes, without reading or preparing it where its
+  registry entry knows them (``DataFacts``): a ``Dataset`` whose splits hold one all-zero record each, with
+  per-channel statistics 0 and 1 (what building the model and its input needs, e.g. ``xnn cost --config``).
+  Other data sets (generated sequences, image folders) are loaded."""
+  facts = DATASETS.get(data_config.name).facts
+  if facts is None:
+    ds = load_dataset(data_config)
+    return dataclasses.replace(ds, train=ArraySource(_first(ds.train)), test=ArraySource(_first(ds.test)))
+  record = {"image": np.zeros((1, *facts.shape), np.uint8), "label": np.zeros((1,), np.int64)}
+  channels = facts.shape[-1]
+  return Dataset(data_config.name, ArraySource(record), ArraySource(record), num_classes=facts.num_classes,
+                 mean=(0.0,) * channels, std=(1.0,) * channels)
+
+
+def _first(source: Any) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v)[None] for k, v in source[0].items()}
+
+
 @register_dataset("digits", facts=DataFacts((8, 8, 1), {"train": 1437, "test": 360}, 10))
 def _digits(cfg) -> Dataset:
   """UCI optical digits, 8x8x1, 10 classes, bundled (no network)."""
