@@ -122,7 +122,7 @@ def evaluate_run(workdir: str, split: str = "test", step: int | None = None, wri
   if ema and not cfg.train.ema_decay:
     raise CommandError(f"--ema: the run in {workdir!r} keeps no moving average of its weights "
                        "(its train.ema_decay is 0); evaluate the weights without --ema")
-  step, weights = restore_checkpoint(workdir, step, ema)
+  step, weights = restore_checkpoint(workdir, step, ema=ema)
   import jax
   import numpy as np
   from jax.sharding import Mesh

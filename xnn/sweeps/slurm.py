@@ -40,6 +40,10 @@ import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
+# submitit configures logging when imported (logging.config.dictConfig), which closes every handler the process
+# already has -- absl's among them, and with it the stream it writes to. "NOCONFIG" skips that: submitit's
+# warnings then reach stderr through logging's last-resort handler.
+os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
 import submitit
 
 from xnn.sweeps.launchers import LOG, RunSpec, _die_with, log_exit, log_start
