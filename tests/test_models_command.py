@@ -139,7 +139,7 @@ def test_cache_keeps_each_model_and_is_reused(monkeypatch, tmp_path, capsys):
   cache = tmp_path / "models" / f"params-{cmd.source_key('params')}.json"
   assert json.loads(cache.read_text()) == {"densenet121": 11, "densenet161": 11}
   err = capsys.readouterr().err
-  assert "counting params of 5 models" in err and "[1/5] densenet121: 11 params" in err
+  assert "counting params and train_only of 5 models" in err and "[1/5] densenet121: 11 params, 0 train_only" in err
   calls.clear()
   monkeypatch.setattr(cmd, "count_params", lambda name: calls.append(name) or len(name))
   rows = cmd.collect("dense")
