@@ -40,13 +40,29 @@ import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
-# submitit configures logging when imported (logging.config.dictConfig), which closes every handler the process
-# already has -- absl's among them, and with it the stream it writes to. "NOCONFIG" skips that: submitit's
-# warnings then reach stderr through logging's last-resort handler.
-os.environ.setdefault("SUBMITIT_LOG_LEVEL", "NOCONFIG")
-import submitit
-
 from xnn.sweeps.launchers import LOG, RunSpec, _die_with, log_exit, log_start
+
+
+def _import_submitit():
+  """submitit, imported without its logging set-up in this process.
+
+  submitit configures logging when imported (``logging.config.dictConfig``), which closes every handler the
+  process already has -- absl's among them, and with it the stream it writes to. ``SUBMITIT_LOG_LEVEL=NOCONFIG``
+  skips that here (its warnings reach stderr through logging's last-resort handler); the jobs it starts
+  configure their own.
+  """
+  ours = "SUBMITIT_LOG_LEVEL" not in os.environ
+  if ours:
+    os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+  try:
+    import submitit
+  finally:
+    if ours:
+      del os.environ["SUBMITIT_LOG_LEVEL"]
+  return submitit
+
+
+submitit = _import_submitit()
 
 LOG_FOLDER = "slurm"
 _TIME = re.compile(r"^(?:(?P<d>\d+)-)?(?P<a>\d+)(?::(?P<b>\d+))?(?::(?P<c>\d+))?$")
