@@ -8,6 +8,7 @@ Commands:
   models   list registered models with family, input, parameters (and MACs)
   cost     per-layer MACs, parameters, memory and receptive field of a model
   sweep    run a config's sweep (local processes, Slurm, Cloud TPU); `xnn sweep status DIR`: where it stands
+  search   search a config's space of networks under a cost budget (Optuna; local processes, Slurm)
   report   markdown table and plots (curves, accuracy vs parameters/MACs) of a sweep
 
 Bad input (an unknown model, a malformed value, a missing file or folder, a config
@@ -32,6 +33,7 @@ COMMANDS = {
     "models": ("xnn.commands.models", "list the registered models"),
     "cost": ("xnn.commands.cost", "MACs, parameters, memory and receptive field of a model"),
     "sweep": ("xnn.commands.sweep", "run a config's sweep (local, Slurm, TPU); 'xnn sweep status DIR'"),
+    "search": ("xnn.commands.search", "search a config's space of networks under a cost budget"),
     "report": ("xnn.commands.report", "tables and plots of a sweep's runs"),
 }
 

@@ -43,19 +43,12 @@ def _non_negative_int(text: str) -> int:
   return n
 
 
-def parser() -> argparse.ArgumentParser:
-  p = ArgumentParser(prog="xnn sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("config", help="config file defining get_config(arg) and get_sweep(arg), FILE[:ARG]")
-  p.add_argument("--workdir", required=True, help="sweep folder; each run gets DIR/<run name>")
-  p.add_argument("--launcher", choices=("local", "tpu", "slurm"), default="local")
-  p.add_argument("--dry-run", action="store_true", help="print what would run and what it costs, run nothing")
-  p.add_argument("--device", default="h100",
-                 help="--dry-run: roofline preset for the device-hours (h100, h200, tpu-v4, tpu-v5e, measure)")
-  p.add_argument("--parallel", type=positive_int, default=1, help="local: runs at a time (GPUs are split between them)")
+def add_slurm_arguments(p: argparse.ArgumentParser) -> None:
+  """The ``--launcher slurm`` options (``xnn sweep`` and ``xnn search``)."""
   s = p.add_argument_group("slurm (through submitit)")
   s.add_argument("--partition", default="")
   s.add_argument("--account", default="")
-  s.add_argument("--time", default="24:00:00", help="time limit of each array task (Slurm's formats)")
+  s.add_argument("--time", default="24:00:00", help="time limit of each run's job or array task (Slurm's formats)")
   s.add_argument("--nodes", type=positive_int, default=1, help="nodes per run (one jax.distributed process each)")
   s.add_argument("--gpus-per-node", type=_non_negative_int, default=8)
   s.add_argument("--cpus-per-task", type=positive_int, default=16)
@@ -68,6 +61,28 @@ def parser() -> argparse.ArgumentParser:
                  help="shell line run before training (repeatable; default: source .venv/bin/activate)")
   s.add_argument("--slurm-executor", choices=("slurm", "local"), default="slurm",
                  help="local: submitit's local executor runs the array's tasks on this machine")
+
+
+def slurm_options(a):
+  """``SlurmOptions`` from the parsed ``add_slurm_arguments`` options."""
+  from xnn.sweeps import slurm
+  return slurm.SlurmOptions(partition=a.partition, account=a.account, time=a.time, nodes=a.nodes,
+                            gpus_per_node=a.gpus_per_node, cpus_per_task=a.cpus_per_task, mem=a.mem,
+                            signal_delay_s=a.signal_delay, array_parallelism=a.array_parallelism,
+                            max_requeues=a.max_requeues, executor=a.slurm_executor,
+                            setup=tuple(a.setup) if a.setup is not None else slurm.SlurmOptions.setup)
+
+
+def parser() -> argparse.ArgumentParser:
+  p = ArgumentParser(prog="xnn sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("config", help="config file defining get_config(arg) and get_sweep(arg), FILE[:ARG]")
+  p.add_argument("--workdir", required=True, help="sweep folder; each run gets DIR/<run name>")
+  p.add_argument("--launcher", choices=("local", "tpu", "slurm"), default="local")
+  p.add_argument("--dry-run", action="store_true", help="print what would run and what it costs, run nothing")
+  p.add_argument("--device", default="h100",
+                 help="--dry-run: roofline preset for the device-hours (h100, h200, tpu-v4, tpu-v5e, measure)")
+  p.add_argument("--parallel", type=positive_int, default=1, help="local: runs at a time (GPUs are split between them)")
+  add_slurm_arguments(p)
   t = p.add_argument_group("tpu (queued resources)")
   t.add_argument("--tpu-name", help="queued resource / node name prefix: slices are NAME-0, NAME-1, ...")
   t.add_argument("--zone")
@@ -144,11 +159,7 @@ def _local(a, specs, extra, check_only=False) -> int:
 
 def _slurm(a, specs, extra, check_only=False) -> int:
   from xnn.sweeps import slurm
-  opt = slurm.SlurmOptions(partition=a.partition, account=a.account, time=a.time, nodes=a.nodes,
-                           gpus_per_node=a.gpus_per_node, cpus_per_task=a.cpus_per_task, mem=a.mem,
-                           signal_delay_s=a.signal_delay, array_parallelism=a.array_parallelism,
-                           max_requeues=a.max_requeues, executor=a.slurm_executor,
-                           setup=tuple(a.setup) if a.setup is not None else slurm.SlurmOptions.setup)
+  opt = slurm_options(a)
   slurm.check_options(opt)
   if check_only:
     return 0

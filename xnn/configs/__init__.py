@@ -1,6 +1,7 @@
 """Configs: the schema (``default``), its checks (``schema``), shared pieces (``common``),
 the argument parser (``args``) and the recipes (``cifar10_resnet``, ``cifar10_course``,
-``cifar10_fast``, ``digits_lenet5``, ``digits_rnn``, ``seq2seq``).
+``cifar10_fast``, ``digits_lenet5``, ``digits_rnn``, ``seq2seq``; the searches
+``search_digits``, ``search_cifar``, which also declare ``get_search_space``).
 
 They live in the package, so experiments import them (``from xnn.configs import
 cifar10_resnet``) and ``xnn train --config NAME[:ARG]`` finds a recipe by name from
@@ -38,7 +39,8 @@ def recipes() -> list[str]:
 
 
 def config_path(spec: str) -> str:
-  """``FILE[:ARG]`` with FILE a path, or the name of a recipe here (``cifar10_resnet:resnet20``).
+  """``FILE[:ARG]`` with FILE a path, or the name of a recipe here (``cifar10_resnet:resnet20``, or
+  ``configs/cifar10_resnet.py:resnet20`` as big_vision's layout names it, when no such file exists).
 
   Returns ``PATH[:ARG]``; a name that is neither an existing file nor a recipe, or a
   folder, raises ``ConfigError`` (a ``ValueError``) listing the recipes.
@@ -51,7 +53,8 @@ def config_path(spec: str) -> str:
     return spec
   name = path[:-3] if path.endswith(".py") else path
   candidate = os.path.join(HERE, os.path.basename(name) + ".py")
-  if os.sep not in name and os.path.exists(candidate):
+  # A recipe by name, or as big_vision's layout writes it (configs/NAME.py) when no such file is here.
+  if (os.sep not in name or os.path.dirname(os.path.normpath(name)) == "configs") and os.path.exists(candidate):
     return candidate + sep + arg
   if os.sep in path:
     raise ConfigError(f"config file {path!r} does not exist (recipe names: {', '.join(recipes())})")

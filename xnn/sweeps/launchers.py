@@ -1,5 +1,9 @@
 """What every launcher shares (``RunSpec``, the run log, ``sweep.json``) and the ``local`` launcher.
 
+``LocalRuns`` keeps the local launcher's child processes (start, poll, signal);
+``launch_local`` runs a whole sweep through it, and ``xnn search`` starts its
+candidates through it one by one.
+
 Every launcher turns a named run into the same program, ``python -m xnn.cli train
 --config FILE[:ARG] --workdir SWEEP_DIR/NAME --config.field=value ...``; they
 differ in where it runs: here (``launch_local``), on Slurm through submitit
@@ -169,6 +173,65 @@ def _exit_status(s: RunSpec, code: int) -> str:
   return _busy(busy) if busy else f"failed (exit {code}, see {s.workdir}/launcher.log)"
 
 
+class LocalRuns:
+  """``xnn train`` runs as children of this process, at most ``parallel`` at once, each in a slot (its GPUs).
+
+  What ``launch_local`` and ``xnn search`` share: ``start`` looks whether another
+  live process holds the run's workdir first; ``poll`` collects the runs that ended
+  (their exit marker written, their status as ``launch_local`` reports it); ``signal``
+  passes a signal on (SIGTERM: the run saves a checkpoint and stops). The children
+  die with this process (``_die_with``): start them from the thread that outlives them.
+  """
+
+  def __init__(self, config: str, extra: Sequence[str] = (), parallel: int = 1):
+    if parallel < 1:
+      raise ValueError(f"--parallel must be >= 1, got {parallel}")
+    self.config, self.extra, self.parallel = config, list(extra), parallel
+    self.running: dict[int, tuple[RunSpec, subprocess.Popen, Any]] = {}
+    self.free = list(range(parallel))
+    self._preexec = _die_with(os.getpid())
+
+  def __len__(self) -> int:
+    return len(self.running)
+
+  @property
+  def has_room(self) -> bool:
+    return bool(self.free)
+
+  def start(self, s: RunSpec) -> str | None:
+    """Starts ``s`` in a free slot; returns None, or why it was not started (its workdir is busy)."""
+    busy = probe_workdir(s.workdir)
+    if busy is not None:
+      return _busy(busy)
+    slot = self.free.pop(0)
+    self.running[slot] = (s, *_start(s, self.config, self.extra, _visible_devices(slot, self.parallel),
+                                     self._preexec))
+    return None
+
+  def pid(self, name: str) -> int | None:
+    return next((p.pid for s, p, _ in self.running.values() if s.name == name), None)
+
+  def poll(self) -> list[tuple[RunSpec, int, str]]:
+    """The runs that have ended since the last call: (run, exit status, status text)."""
+    out = []
+    for slot, (s, proc, logf) in list(self.running.items()):
+      code = proc.poll()
+      if code is None:
+        continue
+      log_exit(logf, s.name, code)
+      logf.close()
+      del self.running[slot]
+      self.free.append(slot)
+      out.append((s, code, _exit_status(s, code)))
+    return out
+
+  def signal(self, signum: int = signal.SIGTERM, name: str | None = None) -> None:
+    """Sends ``signum`` to the running run ``name`` (every running run if None)."""
+    for s, proc, _ in self.running.values():
+      if (name is None or s.name == name) and proc.poll() is None:
+        proc.send_signal(signum)
+
+
 def launch_local(specs: Sequence[RunSpec], config: str, *, parallel: int = 1, extra: Sequence[str] = (),
                  dry_run: bool = False, log=print) -> dict[str, str]:
   """Runs the sweep as local processes, ``parallel`` at a time; returns name -> status.
@@ -193,43 +256,30 @@ def launch_local(specs: Sequence[RunSpec], config: str, *, parallel: int = 1, ex
     for s in todo:
       log(shlex.join([sys.executable, "-m", "xnn.cli", *s.train_args(config, extra)]))
     return {**status, **{s.name: "dry-run" for s in todo}}
-  running: dict[int, tuple[RunSpec, subprocess.Popen, Any]] = {}
+  runs = LocalRuns(config, extra, parallel)
   stop = {"signum": None}
 
   def handle(signum, frame):
     del frame
     stop["signum"] = signum
-    for _, proc, _ in running.values():
-      if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+    runs.signal(signal.SIGTERM)
 
   old = {sg: signal.signal(sg, handle) for sg in (signal.SIGTERM, signal.SIGINT)}
-  preexec = _die_with(os.getpid())
   try:
     queue = list(todo)
-    free = list(range(parallel))
-    while queue or running:
-      while queue and free and stop["signum"] is None:
+    while queue or runs:
+      while queue and runs.has_room and stop["signum"] is None:
         s = queue.pop(0)
-        busy = probe_workdir(s.workdir)
-        if busy is not None:
-          status[s.name] = _busy(busy)
-          log(f"{s.name}: {status[s.name]}")
+        why = runs.start(s)
+        if why is not None:
+          status[s.name] = why
+          log(f"{s.name}: {why}")
           continue
-        slot = free.pop(0)
-        running[slot] = (s, *_start(s, config, extra, _visible_devices(slot, parallel), preexec))
-        log(f"started {s.name} (pid {running[slot][1].pid})")
-      for slot, (s, proc, logf) in list(running.items()):
-        code = proc.poll()
-        if code is None:
-          continue
-        log_exit(logf, s.name, code)
-        logf.close()
-        del running[slot]
-        free.append(slot)
-        status[s.name] = _exit_status(s, code)
-        log(f"{s.name}: {status[s.name]}")
-      if stop["signum"] is not None and not running:
+        log(f"started {s.name} (pid {runs.pid(s.name)})")
+      for s, _, text in runs.poll():
+        status[s.name] = text
+        log(f"{s.name}: {text}")
+      if stop["signum"] is not None and not runs:
         break
       time.sleep(0.2)
   finally:

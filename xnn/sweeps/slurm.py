@@ -23,6 +23,9 @@ first node, which coordinates.
 
 Logs: submitit's in ``SWEEP_DIR/slurm/`` (``%A_%a`` = array job and task), each
 run's training output in its ``launcher.log``.
+
+``SlurmRuns`` submits runs one at a time instead (a job each, the same ``TrainRun``),
+for ``xnn search``, whose candidates are known only one after another.
 """
 
 from __future__ import annotations
@@ -267,3 +270,64 @@ def dry_run(sweep_dir: str, specs: Sequence[RunSpec], config: str, opt: SlurmOpt
   log(sbatch_text(sweep_dir, opt, name, len(todo)))
   for i, r in enumerate(todo):
     log(f"# array task {i}: {r.name}\n#   {shlex.join(['python', '-m', 'xnn.cli', *r.argv])}")
+
+
+class SlurmRuns:
+  """Runs submitted one at a time, each its own submitit job, at most ``parallel`` in flight.
+
+  For what learns its runs one by one (``xnn search``: each candidate is known only
+  once the previous ones are told); the interface of ``launchers.LocalRuns``. Each
+  job is a ``TrainRun`` (requeued on preemption, like an array task). ``signal``
+  cancels the job (``scancel``: Slurm sends SIGTERM, ``xnn train`` saves a checkpoint;
+  submitit's local executor sends SIGINT to the task, whose ``xnn train`` child then
+  gets SIGTERM). The exit status of a run that ended is the one its ``launcher.log``
+  recorded.
+  """
+
+  def __init__(self, sweep_dir: str, config: str, opt: SlurmOptions, extra: Sequence[str] = (), parallel: int = 1,
+               name: str = "search"):
+    check_options(opt)
+    self.config, self.extra, self.parallel = config, list(extra), parallel
+    self.executor = executor(sweep_dir, opt, name)
+    self.jobs: dict[str, tuple[RunSpec, Any]] = {}
+    self.cwd = os.getcwd()
+
+  def __len__(self) -> int:
+    return len(self.jobs)
+
+  @property
+  def has_room(self) -> bool:
+    return len(self.jobs) < self.parallel
+
+  def start(self, s: RunSpec) -> str | None:
+    from xnn.sweeps.launchers import _busy
+    from xnn.train.workdir_lock import probe_workdir
+    busy = probe_workdir(s.workdir)
+    if busy is not None:
+      return _busy(busy)
+    run = TrainRun(s.name, s.train_args(self.config, self.extra), s.workdir, self.cwd)
+    self.jobs[s.name] = (s, self.executor.submit(run))
+    return None
+
+  def pid(self, name: str) -> str | None:
+    """The submitit job id of run ``name``."""
+    return self.jobs[name][1].job_id if name in self.jobs else None
+
+  def poll(self) -> list[tuple[RunSpec, int, str]]:
+    from xnn.sweeps.launchers import _exit_status
+    from xnn.sweeps.status import last_exit
+    out = []
+    for name, (s, job) in list(self.jobs.items()):
+      if not job.done():
+        continue
+      del self.jobs[name]
+      code = last_exit(s.workdir)
+      code = 1 if code is None else code       # the job ended without logging an exit: it failed around the run
+      out.append((s, code, _exit_status(s, code)))
+    return out
+
+  def signal(self, signum: int = signal.SIGTERM, name: str | None = None) -> None:
+    del signum                                 # a job is stopped by cancelling it
+    for n, (_, job) in list(self.jobs.items()):
+      if name is None or n == name:
+        job.cancel(check=False)

@@ -93,6 +93,17 @@ def _exit_status(segment: list[str]) -> int | None:
   return None
 
 
+def last_exit(workdir: str) -> int | None:
+  """The exit status that the last start of a run logged (None: none logged, e.g. still running)."""
+  segment = _last_segment(workdir)
+  return _exit_status(segment) if segment else None
+
+
+def last_error(workdir: str) -> str:
+  """The last error line of the last start of a run (``xnn train: error: ...``, a traceback's last line)."""
+  return _error_line(_last_segment(workdir) or [])
+
+
 def _error_line(segment: list[str]) -> str:
   """The last line that reads as an error (``xnn train: error: ...``, a traceback's last line), else the last line."""
   body = [line.strip() for line in segment if line.strip() and not line.startswith((START_MARK, EXIT_MARK))]
