@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import xnn.models as models
-from train_steps import eval_loss, one_step, task_and_batch
+from train_steps import eval_loss, one_step, run_compiled, task_and_batch
 from xnn.data import sequence_tasks as st
 from xnn.models.attention import (EncoderDecoderAttention, MultiHeadAttention, TransformerClassifier,
                                   TransformerDecoder, TransformerEncoder, causal_mask, save_attention_png,
@@ -132,12 +132,11 @@ def test_registered_attention_model_trains_one_step(name):
     batch["inputs"] = jax.random.normal(KEY, batch["inputs"].shape)
     batch["label"] = jax.random.randint(KEY, batch["label"].shape, 0, info.num_classes)
 
-  @jax.jit
   def run(batch):
     state, after, metrics = one_step(model, task, batch, info.rng_streams, tx=optax.adam(1e-3))
     return metrics, eval_loss(model, task, after, batch)
 
-  metrics, after = run(batch)
+  metrics, after = run_compiled(run, batch)
   assert np.isfinite(float(metrics["loss"])) and float(after) < float(metrics["loss"])
 
 

@@ -20,7 +20,7 @@ import optax
 import pytest
 
 import xnn.models as models
-from train_steps import state_from, train_step
+from train_steps import run_compiled, state_from, train_step
 from xnn.models import residual as R
 from xnn.models import residual_blocks as rb
 from xnn.train import tasks
@@ -500,8 +500,7 @@ def test_real_train_step(kind):
   state = state_from(host_init(model, x), optax.sgd(0.1))
   step = train_step(model, task)
 
-  @jax.jit   # everything in one compilation: eager per-leaf ops compile one kernel per shape
-  def run(state, batch):
+  def run(state, batch):   # everything in one compilation: eager per-leaf ops compile one kernel per shape
     new, metrics = step(state, batch, jax.random.PRNGKey(2))
     changed = lambda a, b: jnp.stack([jnp.any(p != q) for p, q in zip(jax.tree_util.tree_leaves(a),
                                                                      jax.tree_util.tree_leaves(b))])
@@ -511,7 +510,7 @@ def test_real_train_step(kind):
                 params_moved=changed(new.params, state.params),
                 eval_logits=model.apply(variables_of(new), batch["inputs"], train=False))
 
-  out = jax.device_get(run(state, batch))
+  out = jax.device_get(run_compiled(run, state, batch))
   assert out["logits"].shape == out["eval_logits"].shape == (2, 10)
   assert np.isfinite(out["loss"]) and out["loss"] > 0
   assert np.isfinite(out["gnorm"]) and out["gnorm"] > 0

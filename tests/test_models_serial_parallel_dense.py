@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import xnn.models as M
-from train_steps import one_step, task_and_batch
+from train_steps import one_step, run_compiled, task_and_batch
 from xnn.train.step import variables_of
 from xnn.models.inception import InceptionV1
 from xnn.models.layers import LRN
@@ -267,8 +267,6 @@ SMOKE = [
     ("densenet169", 32, {}, False),
     ("densenet201", 32, {}, False), ("densenet264", 32, {}, False),
 ]
-# Low-optimisation XLA:CPU compile for the real runs (same numerics, faster compile).
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def test_smoke_list_covers_every_model():
@@ -299,7 +297,7 @@ def test_forward_and_sgd_step(name, side, kw, real):
     state, after, metrics = one_step(model, task, b)
     return state, after, metrics, model.apply(variables_of(state), b["inputs"], train=False)
 
-  state, after, metrics, logits = jax.jit(fn).lower(batch).compile(compiler_options=FAST_COMPILE)(batch)
+  state, after, metrics, logits = run_compiled(fn, batch)
   assert metrics["loss"].shape == () and float(metrics["loss"]) > 0 and np.isfinite(float(metrics["loss"]))
   assert ("aux_loss" in metrics) == (n_heads > 1)                 # auxiliary heads enter the loss
   gnorm = float(metrics["grad_norm"])

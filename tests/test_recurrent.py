@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import xnn.models as models
-from train_steps import eval_loss, one_step, task_and_batch
+from train_steps import eval_loss, one_step, run_compiled, task_and_batch
 from xnn.data import sequence_tasks as st
 from xnn.models.recurrent import Recurrent, RNNStack, SparseMoE, cv_squared, lengths_to_mask
 
@@ -214,12 +214,11 @@ def test_registered_recurrent_model_trains_one_step(name):
     batch["inputs"] = jax.random.normal(KEY, batch["inputs"].shape)
     batch["label"] = jax.random.randint(KEY, batch["label"].shape, 0, info.num_classes)
 
-  @jax.jit
   def run(batch):
     state, after, metrics = one_step(model, task, batch, info.rng_streams)
     return metrics, eval_loss(model, task, state, batch), eval_loss(model, task, after, batch)
 
-  metrics, before, after = run(batch)
+  metrics, before, after = run_compiled(run, batch)
   assert np.isfinite(float(metrics["loss"]))
   assert np.isfinite(float(metrics["grad_norm"])) and float(metrics["grad_norm"]) > 0
   assert float(after) < float(before)
