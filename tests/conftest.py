@@ -21,6 +21,25 @@ os.environ.setdefault("XNN_CACHE_DIR", os.path.join(
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# A sweep of two runs that compute the same thing (train.progress_every_s only changes the display): the
+# launcher tests interrupt one (a preemption, a requeue) and compare it with the other, uninterrupted.
+TWIN_RUNS_SWEEP = '''
+from xnn import sweeps as s
+from xnn.configs.default import get_config as _default
+
+def get_config(arg=None):
+  c = _default()
+  c.train.num_steps = 32
+  c.train.checkpoint_every_steps = 16
+  c.train.eval_every_epochs = 2.0
+  c.train.log_every_steps = 4
+  c.train.progress_bar = False
+  return c
+
+def get_sweep(arg=None):
+  return s.values("train.progress_every_s", [30.0, 31.0])
+'''
+
 
 def run_python(code: str, devices: int = 1, timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
   """Runs ``code`` in a fresh interpreter with ``devices`` simulated CPU devices."""

@@ -17,32 +17,13 @@ import time
 import psutil
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TWIN_RUNS_SWEEP
 from test_train import assert_trees_equal, final_params
 from xnn import sweeps as s
 from xnn.sweeps import launchers, slurm
 from xnn.sweeps.status import sweep_status
 from xnn.train.checkpoint import MANIFEST, checkpoint_steps
 from xnn.train.metrics import read_metrics
-
-# The two runs compute the same thing (train.progress_every_s only changes the display): one is
-# preempted and requeued, the other is the uninterrupted reference.
-SWEEP_CONFIG = '''
-from xnn import sweeps as s
-from xnn.configs.default import get_config as _default
-
-def get_config(arg=None):
-  c = _default()
-  c.train.num_steps = 32
-  c.train.checkpoint_every_steps = 16
-  c.train.eval_every_epochs = 2.0
-  c.train.log_every_steps = 4
-  c.train.progress_bar = False
-  return c
-
-def get_sweep(arg=None):
-  return s.values("train.progress_every_s", [30.0, 31.0])
-'''
 
 
 def _trained_to(workdir, step):
@@ -68,7 +49,7 @@ def _wait(pred, what, timeout=240):
 @pytest.mark.slow
 def test_a_preempted_array_task_is_requeued_and_ends_bit_identical(tmp_path):
   cfg = tmp_path / "sweep_cfg.py"
-  cfg.write_text(SWEEP_CONFIG)
+  cfg.write_text(TWIN_RUNS_SWEEP)       # one run preempted and requeued, one not
   sweep_dir = str(tmp_path / "sweep")
   specs = launchers.run_specs(s.load_sweep(str(cfg)), sweep_dir)
   opt = slurm.SlurmOptions(time="10", gpus_per_node=0, setup=(), executor="local", signal_delay_s=30)

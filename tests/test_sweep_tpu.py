@@ -20,7 +20,7 @@ import time
 import psutil
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TWIN_RUNS_SWEEP
 from test_train import assert_trees_equal, final_params
 from xnn.sweeps import tpu
 from xnn.sweeps.status import sweep_status
@@ -143,25 +143,6 @@ def main(argv):
 sys.exit(main(sys.argv[1:]))
 '''
 
-# The two runs compute the same thing (train.progress_every_s only changes the display): the one on
-# the preempted slice resumes; the other is the uninterrupted reference.
-SWEEP_CONFIG = '''
-from xnn import sweeps as s
-from xnn.configs.default import get_config as _default
-
-def get_config(arg=None):
-  c = _default()
-  c.train.num_steps = 32
-  c.train.checkpoint_every_steps = 16
-  c.train.eval_every_epochs = 2.0
-  c.train.log_every_steps = 4
-  c.train.progress_bar = False
-  return c
-
-def get_sweep(arg=None):
-  return s.values("train.progress_every_s", [30.0, 31.0])
-'''
-
 
 def _standin(tmp_path):
   bin_dir, state = tmp_path / "bin", tmp_path / "cloud"
@@ -196,7 +177,7 @@ def _wait(pred, what, proc, timeout=240):
 def test_two_slices_work_through_a_sweep_and_a_preempted_run_resumes_bit_identical(tmp_path):
   state, env = _standin(tmp_path)
   cfg = tmp_path / "sweep_cfg.py"
-  cfg.write_text(SWEEP_CONFIG)
+  cfg.write_text(TWIN_RUNS_SWEEP)
   sweep_dir = tmp_path / "sweep"
   cmd = [sys.executable, "-m", "xnn.cli", "sweep", str(cfg), f"--workdir={sweep_dir}", "--launcher=tpu",
          "--tpu-name=pod", "--zone=us-central2-b", "--slices=2", "--spot", "--poll-seconds=0.1",
@@ -240,7 +221,7 @@ def test_the_bundle_holds_the_code_and_never_venv_runs_or_git(tmp_path):
   for d in (".venv", "runs", ".git"):       # whether or not this checkout has them
     assert not any(f.split("/")[0] == d for f in tpu.bundle_files(REPO))
   cfg = tmp_path / "outside.py"
-  cfg.write_text(SWEEP_CONFIG)
+  cfg.write_text(TWIN_RUNS_SWEEP)
   bundle = str(tmp_path / "b.tgz")
   files = tpu.make_bundle(bundle, f"{cfg}:x", REPO)
   with tarfile.open(bundle) as tar:

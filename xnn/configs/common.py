@@ -98,3 +98,14 @@ def digits_small(c: ConfigDict, size: int, epochs: int) -> ConfigDict:
   c.train.num_steps = 0
   c.train.num_epochs = epochs
   return c
+
+
+def mobilenet_v2_expands(values: dict) -> tuple[int, ...]:
+  """A search space's derived MobileNet V2 widths: each stage's inverted residuals widen to ``expansion`` x the
+  stage's width (``model.kwargs.outputs``)."""
+  return tuple(values["expansion"] * w for w in values["model.kwargs.outputs"])
+
+
+def mobilenet_v2_last_features(values: dict) -> int:
+  """The 1x1 convolution before the head: 4 x the last stage's width (MobileNet V2's 1280 = 4 x 320)."""
+  return 4 * values["model.kwargs.outputs"][-1]

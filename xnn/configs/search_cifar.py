@@ -63,16 +63,6 @@ def get_config(arg=None):
   return c
 
 
-def expands(v):
-  """MobileNet V2's expansion: each stage's inverted residuals widen to ratio x the stage's width."""
-  return tuple(v["expansion"] * w for w in v["model.kwargs.outputs"])
-
-
-def last_features(v):
-  """The 1x1 convolution before the head: 4 x the last stage's width (MobileNet V2's 1280 = 4 x 320)."""
-  return 4 * v["model.kwargs.outputs"][-1]
-
-
 def get_search_space(arg=None):
   nsga2 = _mode(arg) == "nsga2"
   basic = [s.choice("model.name", ["resnet20", "resnet32", "resnet44"]),
@@ -82,8 +72,8 @@ def get_search_space(arg=None):
               s.choice("model.kwargs.stage_sizes", [(1, 2, 2), (2, 3, 2), (3, 4, 3)]),
               s.choice("model.kwargs.outputs", [(16, 32, 64), (24, 48, 96)]),
               s.choice("expansion", [2, 4, 6]),
-              s.derived("model.kwargs.expands", expands),
-              s.derived("model.kwargs.last_features", last_features)]
+              s.derived("model.kwargs.expands", common.mobilenet_v2_expands),
+              s.derived("model.kwargs.last_features", common.mobilenet_v2_last_features)]
   return s.SearchSpace(
       s.branch("block", {"basic": basic, "inverted_residual": inverted}),
       s.choice("model.kwargs.head", ["gap_linear", "spatial_gap"]),

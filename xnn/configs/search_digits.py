@@ -57,16 +57,6 @@ def get_config(arg=None):
   return c
 
 
-def expands(v):
-  """MobileNet V2's expansion: each stage's inverted residuals widen to ratio x the stage's width."""
-  return tuple(v["expansion"] * w for w in v["model.kwargs.outputs"])
-
-
-def last_features(v):
-  """The 1x1 convolution before the head: 4 x the last stage's width (MobileNet V2's 1280 = 4 x 320)."""
-  return 4 * v["model.kwargs.outputs"][-1]
-
-
 def get_search_space(arg=None):
   mode = _mode(arg)
   tiny = mode == "tiny"
@@ -78,8 +68,8 @@ def get_search_space(arg=None):
               s.choice("model.kwargs.stage_sizes", [(1, 1, 1)] if tiny else [(1, 1, 1), (1, 2, 2), (2, 3, 2)]),
               s.choice("model.kwargs.outputs", [(8, 16, 32)] if tiny else [(8, 16, 32), (16, 32, 64)]),
               s.choice("expansion", [2, 4] if tiny else [2, 4, 6]),
-              s.derived("model.kwargs.expands", expands),
-              s.derived("model.kwargs.last_features", last_features)]
+              s.derived("model.kwargs.expands", common.mobilenet_v2_expands),
+              s.derived("model.kwargs.last_features", common.mobilenet_v2_last_features)]
   params = [s.branch("block", {"basic": basic, "inverted_residual": inverted})]
   if not tiny:
     params += [s.choice("model.kwargs.head", ["gap_linear", "spatial_gap"]),
