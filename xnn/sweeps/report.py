@@ -52,6 +52,11 @@ class RunRecord:
     return self.final["test_accuracy"] if self.final else None
 
   @property
+  def final_train_accuracy(self) -> float | None:
+    """The last epoch's training accuracy (mean over its augmented batches; ``final.json``), NaN if unknown."""
+    return plots.as_float(self.final.get("train_accuracy", "nan")) if self.final else None
+
+  @property
   def best_accuracy(self) -> float | None:
     return max((r["test_accuracy"] for r in self.evals), default=None)
 
@@ -252,11 +257,25 @@ def save_figure(fig, path: str) -> None:
   atomic_write(path, plots.png_bytes(fig))
 
 
-def _mean_curve(rs: list[RunRecord]) -> tuple[list[float], list[float]]:
-  """Mean test accuracy over the group's runs at the epochs every run has reached."""
-  per_run = [{round(e["epoch"], 6): plots.as_float(e["test_accuracy"]) for e in r.evals} for r in rs]
-  common = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
-  return common, [float(np.nanmean([p[e] for p in per_run])) for e in common]
+def by_field(runs: list[RunRecord], field: str = "model.name") -> dict[str, list[RunRecord]]:
+  """Runs by their value of one config ``field`` (the seeds of each network, for an experiment's table)."""
+  out: dict[str, list[RunRecord]] = {}
+  for r in runs:
+    out.setdefault(str(r.config.get(field, "?")), []).append(r)
+  return out
+
+
+def seed_curve(rs: list[RunRecord], kind: str = "eval", key: str = "test_accuracy",
+               x: str = "epoch") -> tuple[list[float], np.ndarray, np.ndarray, np.ndarray]:
+  """One metric over a group's seeds: the ``x`` values of the ``kind`` records every run has reached, and
+  the mean, min and max of ``key`` over the runs there (NaNs left out)."""
+  per_run = [{round(float(e[x]), 6): plots.as_float(e[key]) for e in r.records if e["type"] == kind and key in e}
+             for r in rs]
+  xs = sorted(set.intersection(*(set(p) for p in per_run))) if per_run else []
+  vals = np.array([[p[v] for v in xs] for p in per_run], dtype=float).reshape(len(per_run), len(xs))
+  if not xs:
+    return xs, *(np.zeros(0),) * 3
+  return xs, np.nanmean(vals, 0), np.nanmin(vals, 0), np.nanmax(vals, 0)
 
 
 def plot_curves(runs: list[RunRecord], path: str, title: str = "") -> None:
@@ -272,7 +291,7 @@ def plot_curves(runs: list[RunRecord], path: str, title: str = "") -> None:
               lw=1.0 if len(rs) > 1 else 1.8, alpha=0.5 if len(rs) > 1 else 0.9,
               marker="o" if len(ev) <= 3 else None, ms=3, label=None if len(rs) > 1 else label)
     if len(rs) > 1:
-      xs, ys = _mean_curve(rs)
+      xs, ys, _, _ = seed_curve(rs)
       ax.plot(xs, ys, color=color, lw=2.2, marker="o" if len(xs) <= 3 else None, ms=4,
               label=f"{label} (mean of {len(rs)})")
   plots.epoch_axis(ax)
