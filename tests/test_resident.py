@@ -44,7 +44,8 @@ def test_resident_crops_and_flips_have_the_streaming_distribution():
   pre = pipeline.make_preprocess(ds, cfg, train=True)
   mesh = Mesh(np.array(jax.devices()), ("data",))
   data = R.load(ds, pre, mesh, 32)
-  fn = jax.jit(R.make_batch_fn(mesh, pre, data, 0, "image", "label"))
+  batch_fn = R.make_batch_fn(mesh, pre, data, "image", "label")
+  fn = jax.jit(lambda images, labels, step: batch_fn(images, labels, step, jax.random.key(0)))
   resident, streaming = [], []
   host = pipeline.HostBatches(ds, pre, 32, 0, 0, 1)
   for step in range(60):

@@ -88,10 +88,10 @@ class ResidentInput:
     self._data = resident_lib.load(ds, preprocess, mesh, cfg.train.batch_size)
     self.steps_per_epoch = self._data.steps_per_epoch
     self._steps_per_dispatch = cfg.train.steps_per_dispatch
-    self._batch_fn = resident_lib.make_batch_fn(mesh, preprocess, self._data, cfg.seed, ds.input_keys[0],
-                                                ds.label_key)
+    self._batch_fn = resident_lib.make_batch_fn(mesh, preprocess, self._data, ds.input_keys[0], ds.label_key)
+    self._data_key = jax.random.key(cfg.seed)
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    self._shardings = dict(in_shardings=(replicated, sharded, sharded, replicated),
+    self._shardings = dict(in_shardings=(replicated, sharded, sharded, replicated, replicated),
                            out_shardings=(replicated, replicated), donate_argnums=0)
     self._chunks: dict[int, Callable] = {}   # one program per chunk length (at most two: full and last)
 
@@ -106,7 +106,7 @@ class ResidentInput:
     if n not in self._chunks:
       chunk = resident_lib.make_chunk_fn(self._step_fn, self._batch_fn, n)
       self._chunks[n] = jax.jit(chunk, **self._shardings)
-    state, metrics = self._chunks[n](state, self._data.images, self._data.labels, self._rng)
+    state, metrics = self._chunks[n](state, self._data.images, self._data.labels, self._rng, self._data_key)
     return state, metrics, n
 
   def save_args(self, step: int) -> Any:

@@ -91,23 +91,26 @@ def load(ds: Dataset, pre: Preprocess, mesh: Mesh, global_batch: int, chunk: int
   return ResidentData(images, labels, per_device, local_batch, per_device // local_batch)
 
 
-def make_batch_fn(mesh: Mesh, pre: Preprocess, data: ResidentData, seed: int,
-                  image_key: str, label_key: str) -> Callable[[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]:
-  """``batch(images, labels, step) -> {image_key: (B, ...), label_key: (B,)}``, sharded like the batch."""
+def make_batch_fn(mesh: Mesh, pre: Preprocess, data: ResidentData,
+                  image_key: str, label_key: str) -> Callable[..., dict[str, jax.Array]]:
+  """``batch(images, labels, step, key) -> {image_key: (B, ...), label_key: (B,)}``, sharded like the batch.
+
+  ``key`` (``jax.random.key(seed)``) is an argument, not a constant of the program, so that runs with
+  other seeds load the same compiled program from the compilation cache.
+  """
   h, w = data.images.shape[1:3]
   crop = pre.crop if pre.augment == "random_crop" else None
   out_hw = crop or (h, w)
   max_dy, max_dx = pre.crop_range((h, w))
   mean = None if pre.mean is None else jnp.asarray(pre.mean, jnp.float32)
   inv_std = None if pre.std is None else 1.0 / jnp.asarray(pre.std, jnp.float32)
-  key = jax.random.key(seed)
   lb, spe = data.local_batch, data.steps_per_epoch
 
-  def local_permutation(epoch):
+  def local_permutation(epoch, key):
     dev = jax.lax.axis_index("data")
     return jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, epoch), dev), data.per_device)
 
-  def local(images, labels, step, perm):
+  def local(images, labels, step, perm, key):
     dev = jax.lax.axis_index("data")
     pos = step % spe
     idx = jax.lax.dynamic_slice(perm, (pos * lb,), (lb,))
@@ -127,21 +130,22 @@ def make_batch_fn(mesh: Mesh, pre: Preprocess, data: ResidentData, seed: int,
       x = (x - mean) * inv_std
     return {image_key: x, label_key: y}
 
-  permutation = jax.shard_map(local_permutation, mesh=mesh, in_specs=P(), out_specs=P("data"))
-  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("data"), P("data"), P(), P("data")),
+  permutation = jax.shard_map(local_permutation, mesh=mesh, in_specs=(P(), P()), out_specs=P("data"))
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P("data"), P("data"), P(), P("data"), P()),
                           out_specs=P("data"))
 
-  def batch(images, labels, step, perm=None):
-    """The batch of ``step``; ``perm``: ``batch.permutation(step // steps_per_epoch)`` if known."""
-    return sharded(images, labels, step, permutation(step // spe) if perm is None else perm)
+  def batch(images, labels, step, key, perm=None):
+    """The batch of ``step``; ``perm``: ``batch.permutation(step // steps_per_epoch, key)`` if known."""
+    return sharded(images, labels, step, permutation(step // spe, key) if perm is None else perm, key)
 
-  batch.permutation = permutation          # epoch -> each device's order of its shard
+  batch.permutation = permutation          # (epoch, key) -> each device's order of its shard
   batch.steps_per_epoch = spe
   return batch
 
 
 def make_chunk_fn(train_step: Callable, batch_fn: Callable, num_steps: int) -> Callable:
-  """``chunk(state, images, labels, rng) -> (state, stacked metrics)``: ``num_steps`` steps in one dispatch.
+  """``chunk(state, images, labels, rng, data_key) -> (state, stacked metrics)``: ``num_steps`` steps in one
+  dispatch (``data_key``: the batches' ``key``, see ``make_batch_fn``).
 
   The epoch's permutation is carried through the scan and drawn again only when the
   epoch changes (it sorts the whole shard: drawn every step, it would cost a
@@ -149,16 +153,16 @@ def make_chunk_fn(train_step: Callable, batch_fn: Callable, num_steps: int) -> C
   """
   spe = batch_fn.steps_per_epoch
 
-  def chunk(state, images, labels, rng):
+  def chunk(state, images, labels, rng, data_key):
     def body(carry, _):
       state, perm, perm_epoch = carry
       epoch = state.step // spe
-      perm = jax.lax.cond(epoch == perm_epoch, lambda: perm, lambda: batch_fn.permutation(epoch))
-      state, metrics = train_step(state, batch_fn(images, labels, state.step, perm), rng)
+      perm = jax.lax.cond(epoch == perm_epoch, lambda: perm, lambda: batch_fn.permutation(epoch, data_key))
+      state, metrics = train_step(state, batch_fn(images, labels, state.step, data_key, perm), rng)
       return (state, perm, epoch), metrics
 
     epoch0 = state.step // spe
-    (state, _, _), metrics = jax.lax.scan(body, (state, batch_fn.permutation(epoch0), epoch0), None,
+    (state, _, _), metrics = jax.lax.scan(body, (state, batch_fn.permutation(epoch0, data_key), epoch0), None,
                                           length=num_steps)
     return state, metrics
 
