@@ -293,6 +293,8 @@ RECIPE_ARGS = {
     "digits_rnn": ["rnn", "gru", "lstm", "bilstm", "pyramidal_lstm", "moe_lstm", "transformer", "lstm,pixels",
                    "gru_pixels"],
     "seq2seq": [f"{t},{m}" for t in ("copy", "reverse", "sort", "addition") for m in ("transformer", "rnn")],
+    "search_digits": ["tiny", "quick"],
+    "search_cifar": [None, "tpe", "nsga2"],
 }
 
 

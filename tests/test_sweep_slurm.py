@@ -115,12 +115,12 @@ print("Submitted batch job 4242")
   submitted = slurm.submit(sweep_dir, specs, config, opt, name="rvp")
   text = (tmp_path / "submitted.sh").read_text()
   assert text in printed
-  for line in ("#SBATCH --array=0-3%2", "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=2880",
+  for line in ("#SBATCH --array=0-11%2", "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=2880",
                "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=4",
                "#SBATCH --cpus-per-task=8", "#SBATCH --mem=64G", "#SBATCH --signal=USR2@300",
                f"#SBATCH --output={sweep_dir}/slurm/%A_%a/%A_%a_0_log.out", "source .venv/bin/activate"):
     assert line in text.splitlines(), line
-  assert [job.job_id for _, job in submitted] == [f"4242_{i}" for i in range(4)]
+  assert [job.job_id for _, job in submitted] == [f"4242_{i}" for i in range(12)]    # 4 networks x 3 seeds
   assert [run.name for run, _ in submitted] == [sp.name for sp in specs]
   assert "# array task 3: model.name-resnet56__seed-0" in printed
 

@@ -109,14 +109,15 @@ def test_dry_run_costs_each_run_from_its_training_analysis(tmp_path):
   device = get_device("h100")
   config = os.path.join(REPO, "experiments", "residual_vs_plain", "config.py")
   quick = launchers.run_specs(s.load_sweep(config + ":quick"), str(tmp_path))
-  (c,) = budget.sweep_costs(config + ":quick", [sp for sp in quick if sp.run["model.name"] == "resnet20"], device)
-  # The quick mode: digits at 16x16x3, batch 128, 12 epochs of 1437 // 128 = 11 steps = 132 iterations.
-  assert (c.model, c.input_shape, c.batch, c.steps) == ("resnet20", (16, 16, 3), 128, 132)
-  rep = analyze_model("resnet20", input_shape=(16, 16, 3), batch=128, train=True, num_classes=10)
-  assert c.macs_per_step == rep.macs + rep.backward_macs and c.macs == 132 * c.macs_per_step
+  (c,) = budget.sweep_costs(config + ":quick", [sp for sp in quick if sp.name == "model.name-resnet20__seed-0"],
+                            device)
+  # The quick mode: the digits at 8x8x3, batch 64, 24 epochs of 1437 // 64 = 22 steps = 528 iterations.
+  assert (c.model, c.input_shape, c.batch, c.steps) == ("resnet20", (8, 8, 3), 64, 528)
+  rep = analyze_model("resnet20", input_shape=(8, 8, 3), batch=64, train=True, num_classes=10)
+  assert c.macs_per_step == rep.macs + rep.backward_macs and c.macs == 528 * c.macs_per_step
   forward_s = apply_roofline(rep, rep.layers, device)
   assert c.step_s == pytest.approx(forward_s * (rep.flops + rep.backward_flops) / rep.flops)
-  assert c.device_hours == pytest.approx(c.step_s * 132 / 3600)
+  assert c.device_hours == pytest.approx(c.step_s * 528 / 3600)
   # The full sweep on CIFAR-10: He et al.'s 64k iterations of batch 128 on 32x32x3 images.
   full = launchers.run_specs(s.load_sweep(config + ":full"), str(tmp_path))
   (r20,) = budget.sweep_costs(config + ":full", [sp for sp in full if sp.name == "model.name-resnet20__seed-0"],
@@ -136,8 +137,8 @@ def test_dry_run_prints_the_job_array_and_the_cost(tmp_path):
                      capture_output=True, text=True, cwd=REPO, timeout=300)
   assert p.returncode == 0, p.stderr[-3000:]
   assert "#SBATCH --array=0-1%2" in p.stdout and "#SBATCH --signal=USR2@120" in p.stdout
-  # plain20 at 16x16, batch 128: 3.879e9 training MACs per step x 22 steps (2 epochs of 11)
-  assert "TPU v4-hours" in p.stdout and "8.534e+10" in p.stdout and "total" in p.stdout
+  # plain20 at 8x8, batch 64: 4.850e8 training MACs per step x 44 steps (2 epochs of 22)
+  assert "TPU v4-hours" in p.stdout and "4.850e+08" in p.stdout and "2.134e+10" in p.stdout and "total" in p.stdout
   assert not os.path.exists(w)
   bad = subprocess.run([sys.executable, "-m", "xnn.cli", "sweep", "experiments/residual_vs_plain/config.py:quick",
                         "--workdir", w, "--dry-run", "--device", "a100"], capture_output=True, text=True, cwd=REPO,
