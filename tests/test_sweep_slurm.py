@@ -122,7 +122,8 @@ print("Submitted batch job 4242")
     assert line in text.splitlines(), line
   assert [job.job_id for _, job in submitted] == [f"4242_{i}" for i in range(12)]    # 4 networks x 3 seeds
   assert [run.name for run, _ in submitted] == [sp.name for sp in specs]
-  assert "# array task 3: model.name-resnet56__seed-0" in printed
+  assert "# array task 9: model.name-resnet56__seed-0" in printed
+  assert "# array task 11: model.name-resnet56__seed-2" in printed
 
 
 @pytest.mark.parametrize("field,value,message", [
