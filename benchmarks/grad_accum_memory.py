@@ -55,10 +55,10 @@ def main(argv=None) -> int:
   a = p.parse_args(argv)
   rows = [measure(a.model, a.batch, a.side, int(k), a.repeats) for k in a.steps.split(",")]
   print(f"{a.model}, batch {a.batch} at {a.side}x{a.side}x3, on {jax.devices()[0].device_kind}")
-  print("| k | temporary buffers (MB) | vs k=1 | arguments (MB) | step (ms) |")
+  print("| k | temporary buffers (MB) | k=1's / this | arguments (MB) | step (ms) |")
   print("|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['k']} | {r['temp_bytes'] / 1e6:.1f} | {rows[0]['temp_bytes'] / r['temp_bytes']:.2f}x smaller | "
+    print(f"| {r['k']} | {r['temp_bytes'] / 1e6:.1f} | {rows[0]['temp_bytes'] / r['temp_bytes']:.2f} | "
           f"{r['argument_bytes'] / 1e6:.1f} | {r['step_ms']:.0f} |")
   if a.json:
     with open(a.json, "w") as f:
